@@ -1,0 +1,8 @@
+"""omiclip: the Loki platform (OmiCLIP) for scverse — H&E tiles and transcriptomes in one embedding space."""
+
+from importlib.metadata import version
+
+from . import datasets, models, pp, tl
+
+__all__ = ["datasets", "models", "pp", "tl"]
+__version__ = version("omiclip")

@@ -1,0 +1,79 @@
+"""The one place that knows where omiclip reads and writes in AnnData and SpatialData objects."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from anndata import AnnData
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
+
+UNS_KEY = "omiclip"
+SENTENCE_KEY = "gene_sentence"
+
+
+def embedding_key(modality: str, key_added: str | None = None) -> str:
+    """``.obsm`` key of an embedding: ``key_added`` or ``X_omiclip_{modality}``."""
+    return key_added or f"X_omiclip_{modality}"
+
+
+def record(adata: AnnData, step: str, params: dict[str, Any]) -> None:
+    """Store a step's parameters (and small results) in ``adata.uns["omiclip"][step]``."""
+    adata.uns.setdefault(UNS_KEY, {})[step] = params
+
+
+def is_spatialdata(data: Any) -> bool:
+    """Whether ``data`` is a SpatialData object (without importing spatialdata for AnnData inputs)."""
+    return type(data).__name__ == "SpatialData" and hasattr(data, "tables")
+
+
+def get_table(data: AnnData | SpatialData, table_key: str | None = None) -> AnnData:
+    """The AnnData to work on: ``data`` itself, or a table of a SpatialData object."""
+    if isinstance(data, AnnData):
+        if table_key is not None:
+            raise ValueError("`table_key` only applies to SpatialData inputs.")
+        return data
+    if not is_spatialdata(data):
+        raise TypeError(f"Expected AnnData or SpatialData, got {type(data).__name__}.")
+    tables = list(data.tables)
+    if table_key is None:
+        if len(tables) != 1:
+            raise ValueError(f"SpatialData has {len(tables)} tables ({tables}); choose one with `table_key=`.")
+        table_key = tables[0]
+    if table_key not in data.tables:
+        raise KeyError(f"Table {table_key!r} not found in SpatialData; available: {tables}.")
+    return data.tables[table_key]
+
+
+def working_copy(data: AnnData | SpatialData, copy: bool) -> AnnData | SpatialData:
+    """``data`` itself, or a copy that shares nothing that omiclip writes to.
+
+    For SpatialData only the tables are copied: image, shape and point elements are never modified.
+    """
+    if not copy:
+        return data
+    if isinstance(data, AnnData):
+        return data.copy()
+    from spatialdata import SpatialData
+
+    return SpatialData(
+        images=dict(data.images),
+        labels=dict(data.labels),
+        points=dict(data.points),
+        shapes=dict(data.shapes),
+        tables={key: table.copy() for key, table in data.tables.items()},
+        attrs=dict(data.attrs),
+    )
+
+
+def check_obs_key(adata: AnnData, key: str, *, made_by: str) -> None:
+    """Raise the error that tells which function makes a missing ``.obs`` column."""
+    if key not in adata.obs:
+        raise KeyError(f"Did not find {key!r} in `.obs`. Run `{made_by}` first.")
+
+
+def check_not_empty(adata: AnnData) -> None:
+    """Zero observations is an error, not an empty result."""
+    if adata.n_obs == 0:
+        raise ValueError("The data has no observations (n_obs == 0).")

@@ -1,0 +1,249 @@
+"""A loaded OmiCLIP model that turns sentences and RGB tiles into unit-norm embeddings."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from functools import cache, cached_property
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import _checkpoint
+
+Precision = Literal["fp32", "bf16", "fp16"]
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"`` picks CUDA when present, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch sees no CUDA device. Use device='cpu' or 'auto'.")
+    return device
+
+
+class Encoder:
+    """An OmiCLIP model ready for inference.
+
+    Built by :func:`omiclip.models.load`. Both encoders return ``float32`` arrays of shape
+    ``(n, embed_dim)`` with unit L2 norm, so similarities are plain dot products.
+
+    Attributes
+    ----------
+    name
+        Model name (``"omiclip"``, ``"omiclip-tiny"``).
+    architecture
+        open_clip config name.
+    model
+        The open_clip ``CoCa`` module.
+    tokenizer
+        open_clip's tokenizer for the architecture (lower-cases, truncates at ``context_length``).
+    preprocess
+        The official eval transform (PIL image → normalised tensor).
+    device
+        Where the model runs.
+    checkpoint
+        Path of the loaded weights, or ``None`` for random weights.
+    seed
+        Seed of the random initialisation (``None`` when weights came from a checkpoint).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        architecture: str,
+        model: torch.nn.Module,
+        tokenizer: Callable,
+        preprocess: Callable,
+        device: torch.device,
+        checkpoint: Path | None,
+        seed: int | None,
+    ):
+        self.name = name
+        self.architecture = architecture
+        self.model = model.eval().to(device)
+        self.tokenizer = tokenizer
+        self.preprocess = preprocess
+        self.device = device
+        self.checkpoint = checkpoint
+        self.seed = seed
+
+    def __repr__(self) -> str:
+        weights = str(self.checkpoint) if self.checkpoint else f"random weights (seed={self.seed})"
+        return f"Encoder({self.name!r}, architecture={self.architecture!r}, device={self.device}, {weights})"
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension of the shared embedding space."""
+        return int(self.model.text.text_projection.shape[1])
+
+    @property
+    def context_length(self) -> int:
+        """Number of text tokens the text tower reads, including start and end tokens."""
+        return int(self.tokenizer.context_length)
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square input of the vision tower, in pixels."""
+        size = self.model.visual.image_size
+        return int(size[0] if isinstance(size, tuple | list) else size)
+
+    @cached_property
+    def checkpoint_sha256(self) -> str | None:
+        """SHA-256 of the checkpoint file (computed once, on first use)."""
+        return _checkpoint.sha256(self.checkpoint) if self.checkpoint else None
+
+    def to(self, device: str | torch.device | None) -> Encoder:
+        """Move the model to ``device`` (in place) and return self."""
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        return self
+
+    def genes_in_context(self, sentences: Iterable[str]) -> np.ndarray:
+        """Number of whole genes of each sentence that fit in the tokenizer's context."""
+        return genes_in_context(sentences, tokenizer=self.tokenizer)
+
+    def encode_text(
+        self,
+        sentences: Sequence[str],
+        *,
+        batch_size: int = 64,
+        precision: Precision = "fp32",
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Embed gene sentences (or any text).
+
+        Parameters
+        ----------
+        sentences
+            Space-separated gene symbols, one string per observation.
+        batch_size
+            Sentences per forward pass.
+        precision
+            ``"fp32"`` (default), or ``"bf16"``/``"fp16"`` autocast on CUDA.
+        progress
+            Show a progress bar.
+
+        Returns
+        -------
+        ``float32`` array ``(len(sentences), embed_dim)`` with unit rows.
+        """
+        sentences = list(sentences)
+        if not all(isinstance(s, str) for s in sentences):
+            raise TypeError("`sentences` must be strings.")
+        batches = (self.tokenizer(sentences[i : i + batch_size]) for i in range(0, len(sentences), batch_size))
+        return self._encode(batches, len(sentences), self.model.encode_text, precision, progress, "text")
+
+    def encode_images(
+        self,
+        images: np.ndarray | Sequence[np.ndarray],
+        *,
+        batch_size: int = 32,
+        precision: Precision = "fp32",
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Embed RGB tiles with the official preprocessing (bicubic resize, centre crop, OpenAI mean/std).
+
+        Parameters
+        ----------
+        images
+            ``uint8`` array ``(n, height, width, 3)`` or a sequence of ``(height, width, 3)`` arrays of any size.
+        batch_size
+            Tiles per forward pass.
+        precision
+            ``"fp32"`` (default), or ``"bf16"``/``"fp16"`` autocast on CUDA.
+        progress
+            Show a progress bar.
+
+        Returns
+        -------
+        ``float32`` array ``(len(images), embed_dim)`` with unit rows.
+        """
+        batches = (self.preprocess_tiles(images[i : i + batch_size]) for i in range(0, len(images), batch_size))
+        return self._encode(batches, len(images), self.model.encode_image, precision, progress, "image")
+
+    def preprocess_tiles(self, tiles: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+        """Apply the model's eval transform to RGB ``uint8`` tiles; returns ``(n, 3, size, size)``."""
+        from PIL import Image
+
+        tensors = []
+        for tile in tiles:
+            tile = np.asarray(tile)
+            if tile.ndim != 3 or tile.shape[-1] != 3:
+                raise ValueError(f"Images must be RGB arrays of shape (height, width, 3), got shape {tile.shape}.")
+            if tile.dtype != np.uint8:
+                raise ValueError(f"Images must be uint8 (0-255), got {tile.dtype}.")
+            tensors.append(self.preprocess(Image.fromarray(tile)))
+        return torch.stack(tensors)
+
+    def _encode(self, batches, n_items, forward, precision, progress, what) -> np.ndarray:
+        autocast = self._autocast(precision)
+        out = np.empty((n_items, self.embed_dim), dtype=np.float32)
+        done = 0
+        with torch.inference_mode(), tqdm(total=n_items, desc=f"{self.name} {what}", disable=not progress) as bar:
+            for batch in batches:
+                with autocast:
+                    features = forward(batch.to(self.device, non_blocking=True), normalize=False)
+                # normalise in fp32: half-precision norms are not unit to float32 tolerance
+                features = F.normalize(features.float(), dim=-1)
+                out[done : done + len(features)] = features.cpu().numpy()
+                done += len(features)
+                bar.update(len(features))
+        return out
+
+    def _autocast(self, precision: Precision):
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        if precision not in _AUTOCAST_DTYPES:
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {precision!r}.")
+        if self.device.type != "cuda":
+            raise ValueError(f"precision={precision!r} is autocast for CUDA; on {self.device.type} use 'fp32'.")
+        return torch.autocast("cuda", dtype=_AUTOCAST_DTYPES[precision])
+
+
+def genes_in_context(sentences: Iterable[str], *, tokenizer: Callable | None = None) -> np.ndarray:
+    """Count the whole genes of each sentence that survive the tokenizer's truncation.
+
+    open_clip's tokenizer keeps ``context_length - 2`` content tokens (start and end tokens take the rest)
+    and cuts the rest; a 50-gene sentence is ~155 CLIP-BPE tokens, so the official model reads ~22 genes.
+    Word boundaries are token boundaries, so a sentence's token count is the sum of its genes' counts.
+    """
+    tokenizer = tokenizer or default_tokenizer()
+    budget = content_tokens(tokenizer)
+    cost: dict[str, int] = {}
+    counts = []
+    for sentence in sentences:
+        genes = sentence.split()
+        for gene in genes:
+            if gene not in cost:
+                cost[gene] = len(tokenizer.encode(gene))
+        used = np.cumsum([cost[gene] for gene in genes])
+        counts.append(int((used <= budget).sum()))
+    return np.asarray(counts, dtype=np.int32)
+
+
+def token_counts(words: Iterable[str], *, tokenizer: Callable | None = None) -> np.ndarray:
+    """Number of BPE tokens of each word."""
+    tokenizer = tokenizer or default_tokenizer()
+    return np.asarray([len(tokenizer.encode(word)) for word in words], dtype=np.int64)
+
+
+def content_tokens(tokenizer: Callable) -> int:
+    """Tokens left for text once the start and end tokens are placed."""
+    return int(tokenizer.context_length) - 2
+
+
+@cache
+def default_tokenizer():
+    """open_clip's ``coca_ViT-L-14`` tokenizer, shared by every OmiCLIP model."""
+    import open_clip
+
+    return open_clip.get_tokenizer("coca_ViT-L-14")

@@ -1,0 +1,5 @@
+"""Tools: embeddings and the tasks built on them."""
+
+from ._embed import embed
+
+__all__ = ["embed"]

@@ -1,0 +1,38 @@
+from pathlib import Path
+
+import pytest
+
+import omiclip as oc
+
+# shared/ lies beside the repository, in sessions and in CI
+HER2ST = Path(__file__).resolve().parents[2] / "shared" / "data" / "her2st"
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    return oc.models.load("omiclip-tiny", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def _section():
+    return oc.datasets.synthetic_tissue(size_um=1200, um_per_px=2.0, seed=3)
+
+
+@pytest.fixture
+def section(_section):
+    """A small synthetic section (fresh tables per test; images shared, never modified)."""
+    from omiclip._anndata import working_copy
+
+    return working_copy(_section, copy=True)
+
+
+@pytest.fixture
+def spots(section):
+    return section.tables["table"]
+
+
+@pytest.fixture(scope="session")
+def her2st_path():
+    if not (HER2ST / "counts").is_dir():
+        pytest.skip(f"HER2ST data not found at {HER2ST}")
+    return HER2ST
