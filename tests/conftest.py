@@ -20,10 +20,13 @@ def _section():
 
 @pytest.fixture
 def section(_section):
-    """A small synthetic section (fresh tables per test; images shared, never modified)."""
+    """A small synthetic section: fresh tables and shapes per test; images and points shared, never modified."""
     from omiclip._anndata import working_copy
 
-    return working_copy(_section, copy=True)
+    sdata = working_copy(_section, copy=True)
+    for key, shapes in _section.shapes.items():
+        sdata.shapes[key] = shapes.copy()
+    return sdata
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="end-to-end demo on synthetic tissue (offline, CPU, omiclip-tiny)")
     demo.add_argument("--out", default="omiclip_demo", help="folder for the outputs (default: %(default)s)")
     demo.add_argument("--size-um", type=float, default=3000.0, help="side of the synthetic slide in µm")
+    demo.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
         sc.settings.verbosity = "hint"  # say what is written where
 
-        summary = run_demo(args.out, size_um=args.size_um, seed=args.seed)
+        summary = run_demo(args.out, size_um=args.size_um, epochs=args.epochs, seed=args.seed)
         print("omiclip demo summary")
         print(json.dumps(summary, indent=2))
     return 0

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 UNS_KEY = "omiclip"
 SENTENCE_KEY = "gene_sentence"
+# µm per unit of a table's spatial coordinates (obsm["spatial"], its shapes); written by omiclip's readers
+MICRONS_PER_UNIT_KEY = "microns_per_unit"
 
 
 def embedding_key(modality: str, key_added: str | None = None) -> str:

@@ -10,6 +10,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from omiclip._anndata import MICRONS_PER_UNIT_KEY
+
 from ._spatialdata import build_sdata
 
 HER2ST_ENV = "OMICLIP_HER2ST"
@@ -62,6 +64,7 @@ def her2st(section: str, path: str | os.PathLike | None = None, *, image: bool =
     )
     table.obsm["spatial"] = spots[["pixel_x", "pixel_y"]].to_numpy(dtype=float)
     px_per_um = _px_per_um(spots)
+    table.uns[MICRONS_PER_UNIT_KEY] = 1 / px_per_um  # coordinates are full-resolution image pixels
     table.uns["her2st"] = {
         "section": section,
         "px_per_um": px_per_um,

@@ -18,6 +18,8 @@ from anndata import AnnData
 from scipy import ndimage, sparse
 from scipy.spatial import cKDTree
 
+from omiclip._anndata import MICRONS_PER_UNIT_KEY
+
 from ._tissue_biology import BACKGROUND_GENES, CELL_TYPES, DOMAINS, MARKERS, NUCLEI
 
 SPOT_DIAMETER_UM = 55.0
@@ -320,6 +322,7 @@ def simulate_section(params: SectionParams, *, image: bool):
         tissue, warp, cells, rng, dispersion=params.dispersion, position_noise_um=params.position_noise_um
     )
     adata.uns["synthetic"] = {**asdict(params), "warp": _plain(asdict(warp))}
+    adata.uns[MICRONS_PER_UNIT_KEY] = 1.0  # the "global" coordinate system is in µm
     he = render_he(tissue, warp, cells, rng, um_per_px=params.um_per_px) if image else None
     return cells, adata, he
 

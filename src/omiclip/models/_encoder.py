@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Literal
@@ -52,7 +54,9 @@ class Encoder:
     checkpoint
         Path of the loaded weights, or ``None`` for random weights.
     seed
-        Seed of the random initialisation (``None`` when weights came from a checkpoint).
+        Seed of the random initialisation (``None`` when weights came from a checkpoint or were fine-tuned).
+    history
+        Mean loss per epoch when the model came from :func:`omiclip.tl.finetune`, else empty.
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class Encoder:
         self.device = device
         self.checkpoint = checkpoint
         self.seed = seed
+        self.history: list[float] = []
 
     def __repr__(self) -> str:
         weights = str(self.checkpoint) if self.checkpoint else f"random weights (seed={self.seed})"
@@ -139,7 +144,10 @@ class Encoder:
         sentences = list(sentences)
         if not all(isinstance(s, str) for s in sentences):
             raise TypeError("`sentences` must be strings.")
-        batches = (self.tokenizer(sentences[i : i + batch_size]) for i in range(0, len(sentences), batch_size))
+        batches = (
+            (np.arange(i, min(i + batch_size, len(sentences))), self.tokenizer(sentences[i : i + batch_size]))
+            for i in range(0, len(sentences), batch_size)
+        )
         return self._encode(batches, len(sentences), self.model.encode_text, precision, progress, "text")
 
     def encode_images(
@@ -167,8 +175,26 @@ class Encoder:
         -------
         ``float32`` array ``(len(images), embed_dim)`` with unit rows.
         """
-        batches = (self.preprocess_tiles(images[i : i + batch_size]) for i in range(0, len(images), batch_size))
-        return self._encode(batches, len(images), self.model.encode_image, precision, progress, "image")
+        batches = (
+            (np.arange(i, min(i + batch_size, len(images))), images[i : i + batch_size])
+            for i in range(0, len(images), batch_size)
+        )
+        return self.encode_image_batches(batches, len(images), precision=precision, progress=progress)
+
+    def encode_image_batches(
+        self,
+        batches: Iterable[tuple[np.ndarray, np.ndarray]],
+        n_items: int,
+        *,
+        precision: Precision = "fp32",
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Embed ``(indices, uint8 tiles)`` batches, in any order, into an ``(n_items, embed_dim)`` array.
+
+        Tiles are read and preprocessed in a background thread while the model runs on the previous batch.
+        """
+        prepared = ((indices, self.preprocess_tiles(tiles)) for indices, tiles in batches)
+        return self._encode(prefetch(prepared), n_items, self.model.encode_image, precision, progress, "image")
 
     def preprocess_tiles(self, tiles: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
         """Apply the model's eval transform to RGB ``uint8`` tiles; returns ``(n, 3, size, size)``."""
@@ -187,16 +213,17 @@ class Encoder:
     def _encode(self, batches, n_items, forward, precision, progress, what) -> np.ndarray:
         autocast = self._autocast(precision)
         out = np.empty((n_items, self.embed_dim), dtype=np.float32)
-        done = 0
+        filled = np.zeros(n_items, dtype=bool)
         with torch.inference_mode(), tqdm(total=n_items, desc=f"{self.name} {what}", disable=not progress) as bar:
-            for batch in batches:
+            for indices, batch in batches:
                 with autocast:
                     features = forward(batch.to(self.device, non_blocking=True), normalize=False)
                 # normalise in fp32: half-precision norms are not unit to float32 tolerance
-                features = F.normalize(features.float(), dim=-1)
-                out[done : done + len(features)] = features.cpu().numpy()
-                done += len(features)
-                bar.update(len(features))
+                out[indices] = F.normalize(features.float(), dim=-1).cpu().numpy()
+                filled[indices] = True
+                bar.update(len(indices))
+        if not filled.all():
+            raise ValueError(f"{int((~filled).sum())} of {n_items} items were never produced by the batches.")
         return out
 
     def _autocast(self, precision: Precision):
@@ -207,6 +234,37 @@ class Encoder:
         if self.device.type != "cuda":
             raise ValueError(f"precision={precision!r} is autocast for CUDA; on {self.device.type} use 'fp32'.")
         return torch.autocast("cuda", dtype=_AUTOCAST_DTYPES[precision])
+
+
+def prefetch(iterable: Iterable, depth: int = 2) -> Iterator:
+    """Run ``iterable`` in a background thread, ``depth`` items ahead of the consumer."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in iterable:
+                if stop.is_set():
+                    return
+                items.put(item)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+            items.put(err)
+        items.put(done)
+
+    worker = threading.Thread(target=produce, daemon=True)
+    worker.start()
+    try:
+        while (item := items.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                items.get_nowait()
+            worker.join(timeout=0.01)
 
 
 def genes_in_context(sentences: Iterable[str], *, tokenizer: Callable | None = None) -> np.ndarray:

@@ -99,4 +99,10 @@ def build_model(spec: ModelSpec, device: str | torch.device = "cpu") -> tuple[to
         model, _, preprocess = open_clip.create_model_and_transforms(spec.architecture, pretrained=None, device=device)
     finally:
         logging.disable(logging.NOTSET)
+    decoder_projection = getattr(getattr(model, "text_decoder", None), "text_projection", None)
+    if isinstance(decoder_projection, torch.nn.Parameter) and decoder_projection.device.type != "meta":
+        # open_clip leaves the caption head's projection as torch.empty (its init is commented out):
+        # give it defined values so that equal seeds give equal weights, NaN-free
+        with torch.no_grad():
+            torch.nn.init.normal_(decoder_projection, std=decoder_projection.shape[0] ** -0.5)
     return model, preprocess

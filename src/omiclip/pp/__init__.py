@@ -1,5 +1,6 @@
-"""Preprocessing: gene sentences."""
+"""Preprocessing: gene sentences and image tiles."""
 
 from ._gene_sentences import gene_sentences
+from ._tiles import Tiles, tiles
 
-__all__ = ["gene_sentences"]
+__all__ = ["Tiles", "gene_sentences", "tiles"]

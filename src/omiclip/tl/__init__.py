@@ -1,5 +1,6 @@
-"""Tools: embeddings and the tasks built on them."""
+"""Tools: embeddings, fine-tuning and the tasks built on them."""
 
 from ._embed import embed
+from ._finetune import finetune
 
-__all__ = ["embed"]
+__all__ = ["embed", "finetune"]

@@ -19,15 +19,21 @@ from omiclip._anndata import (
 )
 from omiclip.models import Encoder, load
 from omiclip.models._encoder import Precision
+from omiclip.pp._tiles import HIRES_UM_PER_PX, Tiles
+from omiclip.pp._tiles import tiles as tiles_of
 
 
 def embed(
     data,
     *,
-    modality: Literal["text"] = "text",
+    modality: Literal["text", "image"] = "text",
     model: str | os.PathLike | Encoder = "omiclip",
     checkpoint: str | os.PathLike | None = None,
     sentence_key: str = SENTENCE_KEY,
+    tiles: Tiles | None = None,
+    image_key: str | None = None,
+    tile_size_um: float | None = None,
+    um_per_px: float | None = HIRES_UM_PER_PX,
     batch_size: int = 64,
     device: str | torch.device | None = None,
     precision: Precision = "fp32",
@@ -36,17 +42,15 @@ def embed(
     progress: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
-    """Embed observations with OmiCLIP.
-
-    With ``modality="text"`` each observation's gene sentence (from :func:`omiclip.pp.gene_sentences`)
-    goes through the text tower.
+    """Embed observations with OmiCLIP: gene sentences (``"text"``) or H&E tiles (``"image"``).
 
     Parameters
     ----------
     data
-        AnnData, or SpatialData (its table is used).
+        AnnData, or SpatialData (its table is used). For images: SpatialData, or AnnData in the Visium layout.
     modality
-        ``"text"``: gene sentences.
+        ``"text"``: each observation's gene sentence (see :func:`omiclip.pp.gene_sentences`).
+        ``"image"``: each observation's tile (see :func:`omiclip.pp.tiles`).
     model
         A loaded :class:`~omiclip.models.Encoder`, a model name or a checkpoint path (see
         :func:`omiclip.models.load`).
@@ -54,6 +58,11 @@ def embed(
         Weights for a model given by name.
     sentence_key
         ``.obs`` column with the gene sentences.
+    tiles
+        Tiles from :func:`omiclip.pp.tiles` (e.g. a whole-slide grid); by default spot tiles are made
+        with ``image_key``, ``tile_size_um`` and ``um_per_px``. Embeddings go to the tiles' table.
+    image_key, tile_size_um, um_per_px
+        Passed to :func:`omiclip.pp.tiles` when ``tiles`` is not given.
     batch_size
         Observations per forward pass.
     device
@@ -73,27 +82,47 @@ def embed(
     -------
     ``None``, or a copy of ``data`` when ``copy=True``. Writes to the table:
 
-    ``.obsm["X_omiclip_text"]``
+    ``.obsm["X_omiclip_text"]`` or ``.obsm["X_omiclip_image"]``
         ``float32`` embeddings ``(n_obs, embed_dim)`` with unit L2 norm.
     ``.uns["omiclip"]["embed"][key_added]``
-        Model name, checkpoint path and SHA-256, parameters, and ``n_genes_in_context`` per observation.
+        Model name, checkpoint path and SHA-256, parameters; for text ``n_genes_in_context`` per
+        observation, for images the tile size, resolution and number of padded tiles.
     """
-    if modality != "text":
-        raise ValueError(f"modality must be 'text', got {modality!r}.")
-    adata = get_table(data, table_key)
-    check_not_empty(adata)
-    check_obs_key(adata, sentence_key, made_by="oc.pp.gene_sentences")
-    sentences = adata.obs[sentence_key]
-    if sentences.isna().any():
-        raise ValueError(f"`.obs[{sentence_key!r}]` has {int(sentences.isna().sum())} missing sentences.")
+    if modality not in ("text", "image"):
+        raise ValueError(f"modality must be 'text' or 'image', got {modality!r}.")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
+    if modality == "text":
+        adata = get_table(data, table_key)
+        check_not_empty(adata)
+        check_obs_key(adata, sentence_key, made_by="oc.pp.gene_sentences")
+        sentences = adata.obs[sentence_key]
+        if sentences.isna().any():
+            raise ValueError(f"`.obs[{sentence_key!r}]` has {int(sentences.isna().sum())} missing sentences.")
+    else:
+        if tiles is None:
+            tiles = tiles_of(
+                data, image_key=image_key, table_key=table_key, tile_size_um=tile_size_um, um_per_px=um_per_px
+            )
+        table_key = tiles.table_key
+        adata = get_table(data, table_key)
+        if not tiles.obs_names.equals(adata.obs_names):
+            raise ValueError("The tiles belong to other observations than the table: make them from this object.")
     encoder = _as_encoder(model, checkpoint=checkpoint, device=device)
 
     key = embedding_key(modality, key_added)
-    start = logg.info(f"embedding {adata.n_obs} gene sentences with {encoder.name!r} on {encoder.device}")
-    embeddings = encoder.encode_text(sentences.tolist(), batch_size=batch_size, precision=precision, progress=progress)
-    n_in_context = encoder.genes_in_context(sentences)
+    what = "gene sentences" if modality == "text" else "tiles"
+    start = logg.info(f"embedding {adata.n_obs} {what} with {encoder.name!r} on {encoder.device}")
+    if modality == "text":
+        embeddings = encoder.encode_text(
+            sentences.tolist(), batch_size=batch_size, precision=precision, progress=progress
+        )
+        details = {"sentence_key": sentence_key, "n_genes_in_context": encoder.genes_in_context(sentences)}
+    else:
+        embeddings = encoder.encode_image_batches(
+            tiles.batches(batch_size), len(tiles), precision=precision, progress=progress
+        )
+        details = {**tiles.params, "n_padded": tiles.n_padded}
 
     data = working_copy(data, copy)
     adata = get_table(data, table_key)
@@ -108,9 +137,8 @@ def embed(
         "checkpoint_sha256": encoder.checkpoint_sha256,
         "seed": encoder.seed,
         "embed_dim": encoder.embed_dim,
-        "sentence_key": sentence_key,
         "precision": precision,
-        "n_genes_in_context": n_in_context,
+        **details,
     }
     record(adata, "embed", runs)
     logg.info("    finished", time=start, deep=f"added\n    {key!r}, {modality} embeddings (obsm)")
