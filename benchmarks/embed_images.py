@@ -29,6 +29,11 @@ SPOT_PITCH_UM = 200.0
 
 
 def peak_rss_gib() -> float:
+    """This process's RSS high-water mark (VmHWM; ru_maxrss would carry the parent's peak across exec)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        line = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
@@ -84,9 +89,9 @@ def throughput(args):
     for name, encoder, n_tiles, precision in cases:
         subset = working_copy(sdata, copy=True)
         subset.tables["table"] = subset.tables["table"][:n_tiles].copy()
-        oc.tl.embed(
-            subset, modality="image", model=encoder, batch_size=4, precision=precision, progress=False
-        )  # warm-up
+        warm_up = working_copy(sdata, copy=True)
+        warm_up.tables["table"] = warm_up.tables["table"][:4].copy()
+        oc.tl.embed(warm_up, modality="image", model=encoder, batch_size=4, precision=precision, progress=False)
         start = time.perf_counter()
         oc.tl.embed(
             subset, modality="image", model=encoder, batch_size=args.batch_size, precision=precision, progress=False
@@ -126,7 +131,7 @@ def make_slide(path: Path, side: int) -> None:
     def block(block_info=None):
         (c0, c1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
         rng = np.random.default_rng([y0, x0])
-        yy, xx = np.mgrid[y0:y1, x0:x1]
+        yy, xx = np.ogrid[y0:y1, x0:x1]
         tissue = (yy - side / 2) ** 2 + (xx - side / 2) ** 2 < (0.45 * side) ** 2
         nuclei = rng.random((y1 - y0, x1 - x0)) < 0.02
         rgb = np.where(tissue, np.array([230, 150, 200])[:, None, None], 250).astype(np.uint8)
@@ -205,7 +210,7 @@ def run_case(case: str, store: str) -> dict:
 def memory(args):
     RESULTS.mkdir(exist_ok=True)
     rows = []
-    for side, cases in ((10_000, ("omiclip", "naive")), (args.side, ("omiclip",))):
+    for side, cases in ((10_000, ("omiclip", "naive")), (20_000, ("omiclip", "naive")), (args.side, ("omiclip",))):
         store = RESULTS / f"slide_{side}.zarr"
         if not store.exists():
             start = time.perf_counter()

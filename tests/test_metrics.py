@@ -30,3 +30,71 @@ def test_recall_at_k_errors():
         oc.metrics.recall_at_k(np.ones((3, 2)), np.ones((4, 2)), 1)
     with pytest.raises(ValueError, match="k must be"):
         oc.metrics.recall_at_k(np.ones((3, 2)), np.ones((3, 2)), 5)
+
+
+class TestScores:
+    @pytest.fixture
+    def pair(self):
+        rng = np.random.default_rng(0)
+        x = rng.poisson(3, size=(50, 6)).astype(float)
+        return x, x + rng.normal(0, 2, size=x.shape)
+
+    def test_pearson_and_kendall_match_scipy(self, pair):
+        from scipy import stats
+
+        x, y = pair
+        expected = [stats.pearsonr(x[:, j], y[:, j]).statistic for j in range(6)]
+        np.testing.assert_allclose(oc.metrics.pearson(x, y), expected)
+        np.testing.assert_allclose(oc.metrics.pearson(x.T, y.T, axis=1), expected)
+        taus = [stats.kendalltau(x[:, j], y[:, j]).statistic for j in range(6)]  # tau-b, ties in x
+        np.testing.assert_allclose(oc.metrics.kendall_tau(x, y), taus)
+        assert oc.metrics.pearson(x[:, 0], 2 * x[:, 0] + 1) == pytest.approx(1.0)
+        assert np.isnan(oc.metrics.pearson(np.ones(5), np.arange(5.0)))
+
+    def test_js_divergence_matches_scipy(self, pair):
+        from scipy.spatial.distance import jensenshannon
+
+        x, y = pair
+        p, q = np.abs(x), np.abs(y)
+        expected = [jensenshannon(p[:, j], q[:, j], base=2) ** 2 for j in range(6)]  # scipy gives the distance
+        np.testing.assert_allclose(oc.metrics.js_divergence(p, q), expected)
+        assert oc.metrics.js_divergence([1, 0], [0, 1]) == pytest.approx(1.0)
+        assert oc.metrics.js_divergence([1, 2], [2, 4]) == pytest.approx(0.0)
+        with pytest.raises(ValueError, match="non-negative"):
+            oc.metrics.js_divergence([-1, 2], [1, 1])
+
+    def test_ssim(self):
+        from skimage.metrics import structural_similarity
+
+        rng = np.random.default_rng(1)
+        x = rng.random((20, 20))
+        assert oc.metrics.ssim(x, x) == pytest.approx(1.0)
+        y = x + rng.normal(0, 0.2, x.shape)
+        top = max(x.max(), y.max())
+        assert oc.metrics.ssim(x, y) == pytest.approx(
+            structural_similarity(x / top, y / top, data_range=1.0, win_size=7)
+        )
+        assert oc.metrics.ssim(x, y) < oc.metrics.ssim(x, x + rng.normal(0, 0.01, x.shape))
+
+    def test_impact_score_by_hand(self):
+        # three methods: the best has the lowest JS and the highest SSIM
+        scores = oc.metrics.impact_score(js=[0.2, 0.4, 0.6], ssim_scores=[0.6, 0.4, 0.2])
+        z = np.sqrt(1.5)  # z-scores of (-1, 0, 1) with population sd sqrt(2/3)
+        np.testing.assert_allclose(scores, [z, 0, -z], atol=1e-12)
+        with pytest.raises(ValueError, match="at least two methods"):
+            oc.metrics.impact_score([0.1], [0.2])
+
+    def test_weighted_f1_mse_and_ch(self):
+        from sklearn.metrics import calinski_harabasz_score, f1_score
+
+        truth = ["a", "a", "a", "b", "b", "c"]
+        predicted = ["a", "a", "b", "b", "b", "a"]
+        # per class F1: a 2*2/(2*2+1+1)=0.667, b 2*2/(4+1)=0.8, c 0; weights 3/6, 2/6, 1/6
+        assert oc.metrics.weighted_f1(truth, predicted) == pytest.approx(0.5 * 2 / 3 + 2 / 6 * 0.8)
+        assert oc.metrics.weighted_f1(truth, predicted) == pytest.approx(f1_score(truth, predicted, average="weighted"))
+        assert oc.metrics.mse([1, 2, 3], [1, 2, 5]) == pytest.approx(4 / 3)
+        points = np.array([[0, 0], [0, 1], [10, 10], [10, 11]], dtype=float)
+        labels = [0, 0, 1, 1]
+        assert oc.metrics.calinski_harabasz(points, labels) == pytest.approx(calinski_harabasz_score(points, labels))
+        # between: 4 * 50 = 200 (k-1 = 1); within: 4 * 0.25 = 1 (n-k = 2) -> 200 / 0.5
+        assert oc.metrics.calinski_harabasz(points, labels) == pytest.approx(400.0)

@@ -11,7 +11,6 @@ from anndata import AnnData
 from omiclip import _logging as logg
 from omiclip._anndata import MICRONS_PER_UNIT_KEY, check_not_empty, get_table, is_spatialdata
 from omiclip._core.tiling import (
-    ReadRegion,
     TileWindows,
     centred_windows,
     grid_centers,
@@ -77,10 +76,6 @@ class Tiles:
         """Tiles that cross the image border and were padded with white."""
         return int(self.windows.crosses_border.sum())
 
-    @property
-    def read_region(self) -> ReadRegion:
-        return self.level.read
-
     def batches(self, batch_size: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(indices, tiles)``: tile positions and ``uint8 (b, px, px, 3)`` arrays, block by block."""
         return iter_tiles(self.windows, self.level.read, batch_size=batch_size)
@@ -91,11 +86,6 @@ class Tiles:
         for indices, tiles in self.batches(256):
             out[indices] = tiles
         return out
-
-    def thumbnail(self) -> np.ndarray:
-        """Read the whole level as ``(3, y, x)``; only sensible for small images or low levels."""
-        height, width = self.level.shape
-        return read_padded(self.level.read, 0, height, 0, width, self.level.shape)
 
 
 def tiles(

@@ -1,0 +1,113 @@
+"""The paper's evaluation metrics (Methods, equations 17-33), vectorised."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+
+def calinski_harabasz(embedding: np.ndarray, labels: Sequence) -> float:
+    """Calinski–Harabasz score (eq. 17–19): between- over within-cluster dispersion, scaled by degrees of freedom."""
+    from sklearn.metrics import calinski_harabasz_score
+
+    return float(calinski_harabasz_score(np.asarray(embedding), np.asarray(labels)))
+
+
+def _columnwise(x: np.ndarray, y: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"Shapes differ: {x.shape} vs {y.shape}.")
+    if x.ndim == 1:
+        return x[:, None], y[:, None]
+    return (x, y) if axis == 0 else (x.T, y.T)
+
+
+def pearson(x: np.ndarray, y: np.ndarray, *, axis: int = 0) -> np.ndarray | float:
+    """Pearson correlation (eq. 20) along ``axis`` (0: per column, e.g. per gene across spots; 1: per row).
+
+    Columns with zero variance give NaN. 1-D inputs give a float.
+    """
+    a, b = _columnwise(x, y, axis)
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (a * b).sum(axis=0) / np.sqrt((a**2).sum(axis=0) * (b**2).sum(axis=0))
+    return float(r[0]) if np.ndim(x) == 1 else r
+
+
+def kendall_tau(x: np.ndarray, y: np.ndarray, *, axis: int = 0) -> np.ndarray | float:
+    """Kendall's tau-b (eq. 21, ties in either variable accounted for) along ``axis``."""
+    a, b = _columnwise(x, y, axis)
+    taus = np.array([stats.kendalltau(a[:, j], b[:, j]).statistic for j in range(a.shape[1])])
+    return float(taus[0]) if np.ndim(x) == 1 else taus
+
+
+def mse(x: np.ndarray, y: np.ndarray, *, axis: int | None = None) -> np.ndarray | float:
+    """Mean squared error, over everything (``axis=None``) or along an axis."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"Shapes differ: {x.shape} vs {y.shape}.")
+    result = ((x - y) ** 2).mean(axis=axis)
+    return float(result) if axis is None else result
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray, *, axis: int = 0, base: float = 2) -> np.ndarray | float:
+    """Jensen–Shannon divergence (eq. 22–24) between distributions along ``axis`` (normalised to sum to 1).
+
+    With ``base=2`` (default) it lies in [0, 1]. In the paper it compares each cell type's spatial
+    distribution: ``p``, ``q`` are spots × cell types and ``axis=0``.
+    """
+    p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
+    if p.shape != q.shape:
+        raise ValueError(f"Shapes differ: {p.shape} vs {q.shape}.")
+    if (p < 0).any() or (q < 0).any():
+        raise ValueError("Distributions must be non-negative.")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = p / p.sum(axis=axis, keepdims=True)
+        q = q / q.sum(axis=axis, keepdims=True)
+        m = (p + q) / 2
+
+        def kl(a, b):
+            return np.where(a > 0, a * np.log(a / np.where(b > 0, b, 1)), 0.0).sum(axis=axis)
+
+        result = (kl(p, m) + kl(q, m)) / 2 / np.log(base)
+    return float(result) if np.ndim(result) == 0 else result
+
+
+def ssim(x: np.ndarray, y: np.ndarray, *, data_range: float | None = None) -> float:
+    """Structural similarity (eq. 25) of two spatial maps (2-D images), as scikit-image computes it.
+
+    Maps are compared after scaling both to [0, 1] by their joint maximum unless ``data_range`` is given.
+    """
+    from skimage.metrics import structural_similarity
+
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(f"SSIM needs two 2-D maps of one shape, got {x.shape} and {y.shape}.")
+    if data_range is None:
+        top = max(x.max(), y.max())
+        x, y = (x / top, y / top) if top > 0 else (x, y)
+        data_range = 1.0
+    window = min(7, *(s if s % 2 else s - 1 for s in x.shape))
+    return float(structural_similarity(x, y, data_range=data_range, win_size=max(window, 3)))
+
+
+def impact_score(js: Sequence[float], ssim_scores: Sequence[float]) -> np.ndarray:
+    """Impact score of each method (eq. 26–30): mean of its SSIM z-score and its inverted JS z-score.
+
+    ``js[m]`` and ``ssim_scores[m]`` are method ``m``'s mean JS divergence and mean SSIM over cell types.
+    z-scores use the standard deviation across methods (population, ``ddof=0``).
+    """
+    js, ssim_scores = np.asarray(js, dtype=np.float64), np.asarray(ssim_scores, dtype=np.float64)
+    if js.shape != ssim_scores.shape or js.ndim != 1 or len(js) < 2:
+        raise ValueError("Give one JS and one SSIM value per method, for at least two methods.")
+    return (-stats.zscore(js) + stats.zscore(ssim_scores)) / 2
+
+
+def weighted_f1(true_labels: Sequence, predicted_labels: Sequence) -> float:
+    """F1 per class (eq. 31), averaged with weights proportional to each class's frequency."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(np.asarray(true_labels), np.asarray(predicted_labels), average="weighted", zero_division=0))
