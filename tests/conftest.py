@@ -39,3 +39,25 @@ def her2st_path():
     if not (HER2ST / "counts").is_dir():
         pytest.skip(f"HER2ST data not found at {HER2ST}")
     return HER2ST
+
+
+@pytest.fixture(scope="session")
+def trained(tiny):
+    """omiclip-tiny fine-tuned from scratch on 80% of the spots of a synthetic section (about a minute).
+
+    Returns the section (both embeddings of the fine-tuned model written), the held-out mask and the model.
+    """
+    import numpy as np
+
+    from omiclip._anndata import working_copy
+
+    sdata = oc.datasets.synthetic_tissue(size_um=2000, um_per_px=2.0, seed=0)
+    oc.pp.gene_sentences(sdata)
+    table = sdata.tables["table"]
+    held_out = np.random.default_rng(0).random(table.n_obs) < 0.2
+    train = working_copy(sdata, copy=True)
+    train.tables["table"] = table[~held_out].copy()
+    tuned = oc.tl.finetune(train, model=tiny, epochs=12, lr=5e-4, seed=0, progress=False)
+    for modality in ("text", "image"):
+        oc.tl.embed(sdata, modality=modality, model=tuned, progress=False)
+    return sdata, held_out, tuned

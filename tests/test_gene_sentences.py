@@ -172,3 +172,16 @@ class TestWriting:
         assert section.tables["table"].obs["gene_sentence"].str.len().gt(0).all()
         copied = oc.pp.gene_sentences(section, key_added="other", copy=True)
         assert "other" in copied.tables["table"].obs and "other" not in section.tables["table"].obs
+
+
+def test_duplicate_entries_and_missing_symbols():
+    # a non-canonical CSR matrix: two stored entries for gene A in row 0 (sum 2 > B's 1.5)
+    matrix = sparse.csr_matrix((np.array([1.0, 1.0, 1.5]), np.array([0, 0, 1]), np.array([0, 3])), shape=(1, 2))
+    adata = _adata(matrix, ["A", "B"])
+    oc.pp.gene_sentences(adata, exclude=None)
+    assert adata.obs["gene_sentence"].iloc[0] == "A B"
+    adata = _adata(np.array([[3.0, 2.0, 1.0]], dtype=np.float32), ["g1", "g2", "g3"])
+    adata.var["symbol"] = ["EPCAM", np.nan, np.nan]  # unmapped IDs are never chosen, and are no duplicates
+    oc.pp.gene_sentences(adata, gene_symbols="symbol", exclude=(g for g in ["KRT8"]))
+    assert adata.obs["gene_sentence"].iloc[0] == "EPCAM"
+    assert adata.uns["omiclip"]["gene_sentences"]["exclude"] == ["KRT8"]

@@ -23,7 +23,7 @@ def test_there_are_functions_to_check():
 @pytest.mark.parametrize("func", PUBLIC_FUNCTIONS)
 def test_first_parameter_is_the_data(func):
     first = next(iter(inspect.signature(func).parameters))
-    assert first in {"adata", "data", "sdata"}
+    assert first in {"adata", "data", "sdata", "query", "source", "spatial"}
 
 
 @pytest.mark.parametrize("func", PUBLIC_FUNCTIONS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from anndata import AnnData
 
 if TYPE_CHECKING:
@@ -79,3 +80,24 @@ def check_not_empty(adata: AnnData) -> None:
     """Zero observations is an error, not an empty result."""
     if adata.n_obs == 0:
         raise ValueError("The data has no observations (n_obs == 0).")
+
+
+def get_rep(adata: AnnData, use_rep: str, *, made_by: str = "oc.tl.embed") -> np.ndarray:
+    """An embedding from ``.obsm`` as float32, with the errors that say what to do."""
+    if use_rep not in adata.obsm:
+        raise KeyError(f"Did not find {use_rep!r} in `.obsm`. Run `{made_by}` first.")
+    rep = np.asarray(adata.obsm[use_rep], dtype=np.float32)
+    if rep.ndim != 2 or rep.shape[0] != adata.n_obs:
+        raise ValueError(f"`.obsm[{use_rep!r}]` must be (n_obs, dim), got shape {rep.shape}.")
+    if not np.isfinite(rep).all():
+        raise ValueError(f"`.obsm[{use_rep!r}]` has {int((~np.isfinite(rep)).any(axis=1).sum())} rows with NaN/inf.")
+    return rep
+
+
+def check_same_dim(query: np.ndarray, reference: np.ndarray, query_rep: str, reference_rep: str) -> None:
+    """Both embeddings must come from one embedding space."""
+    if query.shape[1] != reference.shape[1]:
+        raise ValueError(
+            f"Embedding dimensions differ: {query_rep!r} has {query.shape[1]}, {reference_rep!r} has "
+            f"{reference.shape[1]}. Embed both with the same model."
+        )

@@ -83,6 +83,7 @@ def train_contrastive(
     from PIL import Image
 
     state = state or TrainingState()
+    model.to(device).train()  # before the optimizer: its loaded state follows the parameters' device
     named = trainable_parameters(model, freeze)
     optimizer = make_optimizer(named, lr=lr, weight_decay=weight_decay)
     if state.optimizer is not None:
@@ -90,7 +91,6 @@ def train_contrastive(
     steps_per_epoch = math.ceil(len(tiles) / batch_size)
     schedule = cosine_lr(optimizer, lr, warmup, steps_per_epoch * epochs)
     loss_fn = ClipLoss()
-    model.to(device).train()
     images = [Image.fromarray(np.ascontiguousarray(t)) for t in tiles]
 
     with (

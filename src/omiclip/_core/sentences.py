@@ -28,8 +28,9 @@ def top_genes(matrix, n_top: int, *, excluded: np.ndarray) -> np.ndarray:
     """
     if sparse.issparse(matrix):
         matrix = sparse.csr_matrix(matrix)  # no copy for CSR; CSC and others are converted once
-        if not matrix.has_sorted_indices:  # column order inside a row breaks ties
-            matrix = matrix.sorted_indices()
+        if not matrix.has_canonical_format:  # duplicates must be summed; column order inside a row breaks ties
+            matrix = matrix.copy()
+            matrix.sum_duplicates()
         widest_row = int(np.diff(matrix.indptr).max(initial=0))
     else:
         matrix = np.asarray(matrix)

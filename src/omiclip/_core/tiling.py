@@ -70,6 +70,8 @@ def iter_tiles(
 
     Batches come in block order, not input order: ``indices`` say which windows they hold.
     """
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
     if len(windows) == 0:
         return
     block_of = (windows.origin + windows.window_px // 2) // block_px
@@ -82,11 +84,13 @@ def iter_tiles(
         pending_indices.append(members)
         pending_tiles.append(_cut_block(windows, members, read_region))
         n_pending += len(members)
-        while n_pending >= batch_size:
+        if n_pending >= batch_size:
             indices, tiles = np.concatenate(pending_indices), np.concatenate(pending_tiles)
-            yield indices[:batch_size], tiles[:batch_size]
-            pending_indices, pending_tiles = [indices[batch_size:]], [tiles[batch_size:]]
-            n_pending -= batch_size
+            n_full = n_pending - n_pending % batch_size
+            for start in range(0, n_full, batch_size):
+                yield indices[start : start + batch_size], tiles[start : start + batch_size]
+            pending_indices, pending_tiles = [indices[n_full:]], [tiles[n_full:]]
+            n_pending -= n_full
     if n_pending:
         yield np.concatenate(pending_indices), np.concatenate(pending_tiles)
 

@@ -27,8 +27,9 @@ def her2st(section: str, path: str | os.PathLike | None = None, *, image: bool =
     section
         Section name, e.g. ``"A1"`` or ``"C2"``.
     path
-        Folder with ``counts/``, ``spots/`` and optionally ``images/`` and ``labels/`` (the layout of
-        the public release); defaults to ``$OMICLIP_HER2ST``.
+        Folder with ``counts/{section}.tsv.gz``, ``spots/{section}_selection.tsv`` and optionally
+        ``images/{section}.jpg`` and ``labels/{section}_labeled_coordinates.tsv`` (files of the public
+        release, gathered in one folder); defaults to ``$OMICLIP_HER2ST``.
     image
         Read the H&E image when the section has one.
 
@@ -49,6 +50,8 @@ def her2st(section: str, path: str | os.PathLike | None = None, *, image: bool =
 
     counts = pd.read_csv(counts_file, sep="\t", index_col=0)
     spots = pd.read_csv(spots_file, sep="\t")
+    if "selected" in spots:  # spots the authors kept as under tissue
+        spots = spots[spots["selected"] == 1]
     spots.index = spots["x"].astype(int).astype(str) + "x" + spots["y"].astype(int).astype(str)
     spot_ids = counts.index.intersection(spots.index)
     if spot_ids.empty:
@@ -109,6 +112,10 @@ def _px_per_um(spots: pd.DataFrame) -> float:
 def _read_rgb(image_file: Path) -> np.ndarray:
     from PIL import Image
 
+    guard = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # whole-slide JPEGs exceed PIL's decompression-bomb guard
-    with Image.open(image_file) as img:
-        return np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+    try:
+        with Image.open(image_file) as img:
+            return np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+    finally:
+        Image.MAX_IMAGE_PIXELS = guard

@@ -142,6 +142,8 @@ class Encoder:
         ``float32`` array ``(len(sentences), embed_dim)`` with unit rows.
         """
         sentences = list(sentences)
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
         if not all(isinstance(s, str) for s in sentences):
             raise TypeError("`sentences` must be strings.")
         batches = (
@@ -214,7 +216,11 @@ class Encoder:
         autocast = self._autocast(precision)
         out = np.empty((n_items, self.embed_dim), dtype=np.float32)
         filled = np.zeros(n_items, dtype=bool)
-        with torch.inference_mode(), tqdm(total=n_items, desc=f"{self.name} {what}", disable=not progress) as bar:
+        with (
+            contextlib.closing(batches),  # stops a prefetch thread if the model fails part-way
+            torch.inference_mode(),
+            tqdm(total=n_items, desc=f"{self.name} {what}", disable=not progress) as bar,
+        ):
             for indices, batch in batches:
                 with autocast:
                     features = forward(batch.to(self.device, non_blocking=True), normalize=False)

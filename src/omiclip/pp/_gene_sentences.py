@@ -79,9 +79,11 @@ def gene_sentences(
     check_not_empty(adata)
     if not isinstance(n_genes, int | np.integer) or n_genes < 1:
         raise ValueError(f"`n_genes` must be a positive integer, got {n_genes!r}.")
+    if exclude is not None and not isinstance(exclude, str):
+        exclude = list(exclude)  # a generator would be used up before it is recorded
     matrix = _expression(adata, layer)
-    symbols = _symbols(adata, gene_symbols)
-    excluded = _excluded(symbols, exclude)
+    symbols, missing = _symbols(adata, gene_symbols)
+    excluded = _excluded(symbols, exclude) | missing
 
     start = logg.info(f"writing gene sentences of the top {n_genes} genes")
     top = top_genes(matrix, n_genes, excluded=excluded)
@@ -149,20 +151,24 @@ def _expression(adata: AnnData, layer: str | None):
     return matrix
 
 
-def _symbols(adata: AnnData, gene_symbols: str | None) -> np.ndarray:
+def _symbols(adata: AnnData, gene_symbols: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Gene symbols, and which are missing (NaN or empty in a symbol column: such genes are never chosen)."""
     if gene_symbols is None:
-        symbols, where = adata.var_names, "`var_names`"
+        symbols, where = pd.Series(adata.var_names), "`var_names`"
     elif gene_symbols not in adata.var:
         raise KeyError(f"Column {gene_symbols!r} not found in `.var`; available: {list(adata.var.columns)}.")
     else:
-        symbols, where = pd.Index(adata.var[gene_symbols].astype(str)), f"`.var[{gene_symbols!r}]`"
-    if not symbols.is_unique:
-        dupes = symbols[symbols.duplicated()].unique()[:5].tolist()
+        symbols, where = adata.var[gene_symbols].reset_index(drop=True), f"`.var[{gene_symbols!r}]`"
+    missing = (symbols.isna() | (symbols.astype(str).str.strip() == "")).to_numpy()
+    symbols = symbols.astype(str).where(~missing, "")
+    present = symbols[~missing]
+    if not present.is_unique:
+        dupes = present[present.duplicated()].unique()[:5].tolist()
         raise ValueError(
             f"{where} are not unique (e.g. {dupes}): sentences would repeat genes. "
             "Sum duplicated genes or call `adata.var_names_make_unique()`."
         )
-    return np.asarray(symbols, dtype=object)
+    return np.asarray(symbols, dtype=object), missing
 
 
 def _excluded(symbols: np.ndarray, exclude) -> np.ndarray:

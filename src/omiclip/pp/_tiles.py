@@ -15,7 +15,6 @@ from omiclip._core.tiling import (
     centred_windows,
     grid_centers,
     iter_tiles,
-    read_padded,
     tissue_mask,
 )
 
@@ -36,6 +35,12 @@ class Level:
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(int(s) for s in self.array.shape[1:])
+
+    def thumbnail(self, max_px: int = 2048) -> np.ndarray:
+        """The level subsampled to at most ``max_px`` on a side (strided read: never the whole image)."""
+        step = max(1, int(np.ceil(max(self.shape) / max_px)))
+        thumb = self.array[:3, ::step, ::step]
+        return np.asarray(thumb.compute() if hasattr(thumb, "compute") else thumb)
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         region = self.array[:, y0:y1, x0:x1]
@@ -159,8 +164,7 @@ def tiles(
     level = levels[level_index]
 
     if grid:
-        thumb = levels[-1]
-        mask = tissue_mask(read_padded(thumb.read, 0, thumb.shape[0], 0, thumb.shape[1], thumb.shape))
+        mask = tissue_mask(levels[-1].thumbnail())
         centers_px0 = grid_centers(levels[0].shape, tile_um / levels[0].um_per_px, mask, min_tissue)
         if len(centers_px0) == 0:
             raise ValueError("No tissue found for the grid: the image looks empty at its lowest resolution.")
@@ -249,6 +253,11 @@ def _spatialdata_spots(sdata, image_key, shapes_key, table_key, microns_per_unit
     table_key = table_key or _only(sdata.tables, "table")
     attrs = table.uns.get("spatialdata_attrs", {})
     regions = np.atleast_1d(attrs.get("region", []))
+    if len(regions) > 1:
+        raise ValueError(
+            f"Table {table_key!r} annotates several elements ({list(regions)}); tiles need a table of one spot "
+            "element: split it (e.g. with `spatialdata.match_table_to_element`)."
+        )
     shapes_key = shapes_key or (str(regions[0]) if len(regions) == 1 else None)
     if shapes_key not in sdata.shapes:
         raise KeyError(f"Spot shapes {shapes_key!r} not found; shapes: {list(sdata.shapes)}. Pass `shapes_key=`.")

@@ -1,6 +1,9 @@
 """Tools: embeddings, fine-tuning and the tasks built on them."""
 
+from ._annotate import annotate
 from ._embed import embed
 from ._finetune import finetune
+from ._predex import predex
+from ._retrieve import retrieve
 
-__all__ = ["embed", "finetune"]
+__all__ = ["annotate", "embed", "finetune", "predex", "retrieve"]

@@ -121,12 +121,16 @@ def finetune(
             section, image_key=image_key, table_key=table_key, tile_size_um=tile_size_um, um_per_px=um_per_px
         )
         pairs_tiles.extend(spot_tiles.to_array())
+        if table.obs[sentence_key].isna().any():
+            raise ValueError(f"`.obs[{sentence_key!r}]` has missing sentences.")
         pairs_sentences.extend(table.obs[sentence_key].astype(str).tolist())
     if len(pairs_tiles) < 2:
         raise ValueError(f"Fine-tuning needs at least 2 pairs, got {len(pairs_tiles)}.")
 
-    base = _as_encoder(model, checkpoint=checkpoint, device="cpu")
-    encoder = copy.deepcopy(base)
+    base = model if isinstance(model, Encoder) else _as_encoder(model, checkpoint=checkpoint, device="cpu")
+    if isinstance(model, Encoder) and checkpoint is not None:
+        raise ValueError("`checkpoint` applies to a model name; this Encoder is already loaded.")
+    encoder = copy.deepcopy(base)  # the caller's model stays as it was, on its device
     encoder.device = resolve_device(device)
     state = _resume(resume, encoder) if resume is not None else TrainingState()
 

@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from omiclip import _logging as logg
+from omiclip._anndata import check_not_empty, check_same_dim, get_rep, get_table, record, working_copy
+from omiclip.models import Encoder
+
+
+def annotate(
+    data,
+    references: Mapping[str, Sequence[str]] | AnnData | pd.DataFrame | Mapping[str, np.ndarray],
+    *,
+    model: str | os.PathLike | Encoder | None = None,
+    use_rep: str = "X_omiclip_image",
+    temperature: float | None = None,
+    other_scores: pd.DataFrame | np.ndarray | None = None,
+    key_added: str = "omiclip_annotation",
+    table_key: str | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Label observations by their most similar reference: marker genes, bulk RNA-seq or embeddings (Loki Annotate).
+
+    Scores are cosine similarities between each observation's embedding (``use_rep``: image tiles by
+    default, spot or grid tiles alike) and each reference's embedding; the label is the row-wise argmax.
+    This one definition replaces the official code's two inconsistent ones. Marker lists become one gene
+    sentence per class; bulk samples become sentences as spots do (:func:`omiclip.pp.gene_sentences`);
+    both are embedded with ``model``'s text encoder.
+
+    ``other_scores`` fuses a second vision–language model (the paper's PLIP combination, eq. 8–11): each
+    model's scores are min–max normalised per observation and summed.
+
+    Parameters
+    ----------
+    data
+        AnnData or SpatialData with ``use_rep``.
+    references
+        ``{class: [marker genes]}``; an AnnData of bulk samples × genes (one class per sample, named by
+        ``obs_names``); or precomputed embeddings (DataFrame classes × dims, or ``{class: vector}``).
+    model
+        Encoder (or name/path) for marker lists and bulk profiles; the one that made ``use_rep``.
+    use_rep
+        Embedding of the observations in ``.obsm``.
+    temperature
+        Report ``softmax(score / temperature)`` across classes instead of the scores.
+    other_scores
+        Another model's scores, observations × classes in the same class order (DataFrame columns are
+        matched by name).
+    key_added
+        ``.obs[key_added]`` labels and ``.obsm[key_added + "_scores"]``.
+    table_key
+        Table of a SpatialData object with several tables.
+    copy
+        Return a modified copy instead of writing into ``data``.
+
+    Returns
+    -------
+    ``None``, or a copy of ``data`` when ``copy=True``. Writes to the table:
+
+    ``.obs["omiclip_annotation"]``
+        Label (categorical).
+    ``.obsm["omiclip_annotation_scores"]``
+        DataFrame of scores, one column per class.
+    ``.uns["omiclip"]["annotate"]``
+        Parameters and the class names.
+    """
+    table = get_table(data, table_key)
+    check_not_empty(table)
+    embedding = get_rep(table, use_rep)
+    classes, class_embeddings = _reference_embeddings(references, model, table)
+    check_same_dim(embedding, class_embeddings, use_rep, "the references")
+    if temperature is not None and temperature <= 0:
+        raise ValueError(f"`temperature` must be positive, got {temperature}.")
+
+    start = logg.info(f"annotating {table.n_obs} observations with {len(classes)} references")
+    scores = embedding @ class_embeddings.T
+    if other_scores is not None:
+        scores = _min_max_rows(scores) + _min_max_rows(_aligned(other_scores, classes, table.n_obs))
+    if temperature is not None:
+        shifted = np.exp((scores - scores.max(axis=1, keepdims=True)) / temperature)
+        scores = shifted / shifted.sum(axis=1, keepdims=True)
+
+    data = working_copy(data, copy)
+    table = get_table(data, table_key)
+    table.obs[key_added] = pd.Categorical.from_codes(np.argmax(scores, axis=1), categories=classes)
+    table.obsm[f"{key_added}_scores"] = pd.DataFrame(scores, index=table.obs_names, columns=classes)
+    record(
+        table,
+        "annotate",
+        {
+            "use_rep": use_rep,
+            "classes": np.asarray(classes, dtype=str),
+            "temperature": temperature if temperature is not None else "none",
+            "fused": other_scores is not None,
+            "key_added": key_added,
+        },
+    )
+    logg.info(
+        "    finished",
+        time=start,
+        deep=f"added\n    {key_added!r}, labels (obs)\n    {key_added + '_scores'!r}, scores (obsm)",
+    )
+    return data if copy else None
+
+
+def _reference_embeddings(references, model, table: AnnData) -> tuple[list[str], np.ndarray]:
+    """Class names and unit-norm embeddings of the references."""
+    if isinstance(references, pd.DataFrame):
+        classes, vectors = [str(c) for c in references.index], references.to_numpy(dtype=np.float32)
+    elif isinstance(references, AnnData):
+        classes, vectors = _bulk_embeddings(references, model)
+    elif isinstance(references, Mapping) and references:
+        first = next(iter(references.values()))
+        if isinstance(first, np.ndarray) and first.dtype.kind == "f":
+            classes = [str(c) for c in references]
+            vectors = np.stack([np.asarray(v, dtype=np.float32) for v in references.values()])
+        else:
+            classes, sentences = _marker_sentences(references, table)
+            vectors = _encoder(model).encode_text(sentences)
+    else:
+        raise TypeError("`references` must be marker lists, a bulk AnnData or embeddings, and not empty.")
+    if len(set(classes)) != len(classes):
+        raise ValueError("Reference names are not unique.")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if not np.isfinite(vectors).all() or (norms == 0).any():
+        raise ValueError("Reference embeddings must be finite and non-zero.")
+    return classes, (vectors / norms).astype(np.float32)
+
+
+def _marker_sentences(markers: Mapping[str, Sequence[str]], table: AnnData) -> tuple[list[str], list[str]]:
+    """One sentence per class; genes unknown to the data are dropped with a warning."""
+    known = set(table.var_names) if table.n_vars else None
+    classes, sentences = [], []
+    for name, genes in markers.items():
+        genes = [genes] if isinstance(genes, str) else list(genes)
+        kept = [g for g in genes if known is None or g in known]
+        if len(kept) < len(genes):
+            dropped = [g for g in genes if g not in kept]
+            warnings.warn(
+                f"Class {name!r}: dropping {len(dropped)} genes not in the data: {dropped[:5]}",
+                UserWarning,
+                stacklevel=4,
+            )
+        if not kept:
+            raise ValueError(f"Class {name!r} has no marker gene left (none is in the data's var_names).")
+        classes.append(str(name))
+        sentences.append(" ".join(kept))
+    return classes, sentences
+
+
+def _bulk_embeddings(bulk: AnnData, model) -> tuple[list[str], np.ndarray]:
+    from omiclip.pp import gene_sentences
+
+    bulk = gene_sentences(bulk, copy=True)
+    return [str(c) for c in bulk.obs_names], _encoder(model).encode_text(bulk.obs["gene_sentence"].tolist())
+
+
+def _encoder(model) -> Encoder:
+    if model is None:
+        raise ValueError("Marker lists and bulk profiles are embedded with a model: pass `model=`.")
+    from omiclip.tl._embed import _as_encoder
+
+    return _as_encoder(model, checkpoint=None, device=None)
+
+
+def _aligned(other, classes: list[str], n_obs: int) -> np.ndarray:
+    if isinstance(other, pd.DataFrame):
+        missing = [c for c in classes if c not in other.columns]
+        if missing:
+            raise KeyError(f"`other_scores` lacks classes {missing[:5]}.")
+        other = other[classes].to_numpy()
+    other = np.asarray(other, dtype=np.float64)
+    if other.shape != (n_obs, len(classes)):
+        raise ValueError(f"`other_scores` must be ({n_obs}, {len(classes)}), got {other.shape}.")
+    return other
+
+
+def _min_max_rows(scores: np.ndarray) -> np.ndarray:
+    low, high = scores.min(axis=1, keepdims=True), scores.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nan_to_num((scores - low) / (high - low))

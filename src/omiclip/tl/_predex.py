@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from omiclip import _logging as logg
+from omiclip._anndata import check_not_empty, check_same_dim, get_rep, get_table, record
+from omiclip._core.similarity import Weighting, weighted_average
+
+
+def predex(
+    query,
+    reference,
+    *,
+    genes: Sequence[str] | None = None,
+    n_top_genes: int = 300,
+    layer: str | None = None,
+    use_rep: str = "X_omiclip_image",
+    reference_rep: str = "X_omiclip_text",
+    k: int | None = None,
+    weighting: Weighting = "raw",
+    temperature: float = 1.0,
+    clip_negative: bool = False,
+    block_size: int = 512,
+    key_added: str | None = None,
+    table_key: str | None = None,
+    progress: bool = True,
+) -> AnnData:
+    """Predict expression from H&E: a similarity-weighted mean of reference spots' expression (Loki PredEx).
+
+    ``prediction_q = sum_j s_qj x_j / sum_j s_qj`` (paper eq. 16), where ``s_qj`` is the similarity between
+    query ``q``'s image embedding and reference spot ``j``'s transcriptome embedding and ``x_j`` its
+    expression. The default is the official rule: raw cosine weights over all reference spots, negative
+    ones included. Options: the ``k`` most similar spots only, softmax weights with a temperature, or
+    negative weights clipped to zero. Computed in blocks of queries, so memory stays bounded for large
+    references; with ``k`` the full query × reference matrix is never built.
+
+    Parameters
+    ----------
+    query
+        AnnData or SpatialData with image embeddings ``use_rep``.
+    reference
+        AnnData or SpatialData with transcriptome embeddings ``reference_rep`` and expression.
+    genes
+        Genes to predict; default the reference's ``n_top_genes`` most expressed (by mean).
+    n_top_genes
+        Number of genes when ``genes`` is not given.
+    layer
+        Reference expression layer (default ``X``), e.g. normalised log counts.
+    use_rep
+        Query embedding in ``.obsm``.
+    reference_rep
+        Reference embedding in ``.obsm``.
+    k
+        Use only the ``k`` most similar reference spots.
+    weighting
+        ``"raw"`` similarities (official) or ``"softmax"`` of similarity / ``temperature``.
+    temperature
+        Softmax temperature.
+    clip_negative
+        With raw weights: set negative similarities to 0.
+    block_size
+        Queries per block.
+    key_added
+        Also write the prediction to ``query.obsm[key_added]`` (DataFrame, genes as columns).
+    table_key
+        Table of a SpatialData query with several tables.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    AnnData of predicted expression, query observations × genes, with ``uns["omiclip"]["predex"]``
+    (parameters). With ``key_added`` the query table gets ``.obsm[key_added]`` too.
+    """
+    query_table = get_table(query, table_key)
+    reference_table = get_table(reference)
+    check_not_empty(query_table)
+    check_not_empty(reference_table)
+    query_emb = get_rep(query_table, use_rep)
+    reference_emb = get_rep(reference_table, reference_rep)
+    check_same_dim(query_emb, reference_emb, use_rep, reference_rep)
+    if weighting not in ("raw", "softmax"):
+        raise ValueError(f"`weighting` must be 'raw' or 'softmax', got {weighting!r}.")
+    if weighting == "softmax" and (temperature <= 0 or clip_negative):
+        raise ValueError("Softmax weights need a positive `temperature` and are never negative (no `clip_negative`).")
+    if k is not None and not 1 <= k <= reference_table.n_obs:
+        raise ValueError(f"`k` must be between 1 and the reference size ({reference_table.n_obs}), got {k}.")
+    expression, genes = _reference_expression(reference_table, genes, n_top_genes, layer)
+
+    start = logg.info(
+        f"predicting {len(genes)} genes for {query_table.n_obs} observations from {reference_table.n_obs} references"
+    )
+    predicted = weighted_average(
+        query_emb,
+        reference_emb,
+        expression,
+        k=k,
+        weighting=weighting,
+        temperature=temperature,
+        clip_negative=clip_negative,
+        block_size=block_size,
+        progress=progress,
+    )
+    result = AnnData(predicted, obs=pd.DataFrame(index=query_table.obs_names.copy()), var=pd.DataFrame(index=genes))
+    params = {
+        "use_rep": use_rep,
+        "reference_rep": reference_rep,
+        "layer": layer,
+        "k": k if k is not None else "all",
+        "weighting": weighting,
+        "temperature": temperature,
+        "clip_negative": clip_negative,
+    }
+    record(result, "predex", params)
+    if key_added is not None:
+        query_table.obsm[key_added] = pd.DataFrame(predicted, index=query_table.obs_names, columns=genes)
+        record(query_table, "predex", {**params, "key_added": key_added})
+    logg.info("    finished", time=start, deep=f"added {key_added!r} (obsm)" if key_added else None)
+    return result
+
+
+def _reference_expression(reference: AnnData, genes, n_top_genes: int, layer: str | None):
+    if layer is not None and layer not in reference.layers:
+        raise KeyError(f"Layer {layer!r} not found in the reference; available: {list(reference.layers)}.")
+    matrix = reference.X if layer is None else reference.layers[layer]
+    if matrix is None or reference.n_vars == 0:
+        raise ValueError("The reference has no expression to predict from.")
+    if genes is None:
+        mean = np.asarray(matrix.mean(axis=0)).ravel()
+        columns = np.sort(np.argsort(-mean, kind="stable")[: min(n_top_genes, reference.n_vars)])
+    else:
+        genes = list(genes)
+        missing = [g for g in genes if g not in reference.var_names]
+        if missing:
+            raise KeyError(f"{len(missing)} genes are not in the reference (e.g. {missing[:5]}).")
+        if not genes:
+            raise ValueError("`genes` is empty.")
+        columns = reference.var_names.get_indexer(genes)
+    selected = matrix[:, columns]
+    selected = selected.toarray() if sparse.issparse(selected) else np.asarray(selected)
+    if not np.isfinite(selected).all():
+        raise ValueError("Reference expression contains NaN or inf.")
+    return selected.astype(np.float32), reference.var_names[columns].astype(str)
