@@ -162,3 +162,15 @@ class TestAnnotate:
         truth, predicted = table.obs["domain"][held_out], table.obs["omiclip_annotation"][held_out]
         chance = (truth.value_counts(normalize=True) ** 2).sum()  # weighted F1 of frequency-matched guessing
         assert oc.metrics.weighted_f1(truth, predicted) > max(0.35, chance + 0.1)
+
+
+def test_annotate_whole_slide_grid(section, tiny):
+    grid = oc.pp.tiles(section, grid=True, tile_size_um=150)
+    oc.tl.embed(section, modality="image", model=tiny, tiles=grid, progress=False)
+    grid_table = section.tables["he_grid_table"]
+    embedding = grid_table.obsm["X_omiclip_image"]
+    references = pd.DataFrame(embedding[[0, -1]], index=["first tile", "last tile"])
+    oc.tl.annotate(section, references, table_key="he_grid_table")
+    labels = grid_table.obs["omiclip_annotation"]
+    assert labels.iloc[0] == "first tile" and labels.iloc[-1] == "last tile"
+    assert grid_table.obsm["omiclip_annotation_scores"].shape == (len(grid), 2)

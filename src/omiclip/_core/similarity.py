@@ -68,7 +68,7 @@ def weighted_average(
     out = np.empty((len(query), values.shape[1]), dtype=np.float32)
     for rows in _blocks(len(query), block_size, progress, "predicting"):
         if k is None:
-            weights = (query[rows] @ reference.T).astype(np.float32)
+            weights = (query[rows] @ reference.T).astype(np.float32, copy=False)
             neighbours = None
         else:
             neighbours, weights = top_k(query[rows], reference, k, block_size=block_size)
