@@ -17,3 +17,10 @@ def warning(msg: str) -> datetime:
     from scanpy import logging
 
     return logging.warning(msg)
+
+
+def finished(start: datetime, added: list[tuple[str, str]] | None = None, *, note: str | None = None) -> datetime:
+    """Close a step's log with its duration and what it wrote where, e.g. ``[("X_omiclip_text", "text embeddings (obsm)")]``."""
+    lines = [f"    {key!r}, {what}" for key, what in added or []]
+    deep = "\n".join(([note] if note else []) + (["added", *lines] if lines else [])) or None
+    return info("    finished", time=start, deep=deep)

@@ -84,7 +84,7 @@ def load(
         checkpoint=path,
         seed=None if state is not None else seed,
     )
-    logg.info("    finished", time=start, deep=repr(encoder))
+    logg.finished(start, note=repr(encoder))
     return encoder
 
 

@@ -125,11 +125,7 @@ def gene_sentences(
             "n_genes_in_context": n_in_context,
         },
     )
-    logg.info(
-        "    finished",
-        time=start,
-        deep=f"added\n    {key_added!r}, gene sentences (obs)\n    'omiclip/gene_sentences', parameters (uns)",
-    )
+    logg.finished(start, [(key_added, "gene sentences (obs)"), ("omiclip/gene_sentences", "parameters (uns)")])
     return data if copy else None
 
 

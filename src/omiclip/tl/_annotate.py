@@ -101,11 +101,7 @@ def annotate(
             "key_added": key_added,
         },
     )
-    logg.info(
-        "    finished",
-        time=start,
-        deep=f"added\n    {key_added!r}, labels (obs)\n    {key_added + '_scores'!r}, scores (obsm)",
-    )
+    logg.finished(start, [(key_added, "labels (obs)"), (f"{key_added}_scores", "scores (obsm)")])
     return data if copy else None
 
 

@@ -141,7 +141,7 @@ def embed(
         **details,
     }
     record(adata, "embed", runs)
-    logg.info("    finished", time=start, deep=f"added\n    {key!r}, {modality} embeddings (obsm)")
+    logg.finished(start, [(key, f"{modality} embeddings (obsm)")])
     return data if copy else None
 
 

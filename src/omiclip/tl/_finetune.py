@@ -186,12 +186,8 @@ def finetune(
     encoder.seed = None
     for section in sections:
         record(get_table(section, table_key), "finetune", {**params, "loss": np.asarray(state.history)})
-    logg.info(
-        "    finished",
-        time=start,
-        deep=f"loss {state.history[0]:.3f} -> {state.history[-1]:.3f}"
-        + (f"; checkpoint {save}" if save is not None else ""),
-    )
+    checkpoint_note = f"; checkpoint {save}" if save is not None else ""
+    logg.finished(start, note=f"loss {state.history[0]:.3f} -> {state.history[-1]:.3f}{checkpoint_note}")
     return encoder
 
 

@@ -120,7 +120,7 @@ def predex(
     if key_added is not None:
         query_table.obsm[key_added] = pd.DataFrame(predicted, index=query_table.obs_names, columns=genes)
         record(query_table, "predex", {**params, "key_added": key_added})
-    logg.info("    finished", time=start, deep=f"added {key_added!r} (obsm)" if key_added else None)
+    logg.finished(start, [(key_added, "predicted expression (obsm)")] if key_added else None)
     return result
 
 

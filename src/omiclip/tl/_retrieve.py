@@ -101,11 +101,7 @@ def retrieve(
             "reference_obs_names": reference_table.obs_names.to_numpy(dtype=str),
         },
     )
-    logg.info(
-        "    finished",
-        time=start,
-        deep=f"added\n    {key_added!r}, reference positions (obsm)\n    {key_added + '_scores'!r}, similarities (obsm)",
-    )
+    logg.finished(start, [(key_added, "reference positions (obsm)"), (f"{key_added}_scores", "similarities (obsm)")])
     return query if copy else None
 
 
