@@ -2,7 +2,7 @@
 
 from importlib.metadata import version
 
-from . import datasets, metrics, models, pp, tl
+from . import datasets, metrics, models, pl, pp, tl
 
-__all__ = ["datasets", "metrics", "models", "pp", "tl"]
+__all__ = ["datasets", "metrics", "models", "pl", "pp", "tl"]
 __version__ = version("omiclip")

@@ -92,6 +92,8 @@ def _figure(sdata, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    import omiclip as oc
+
     table = sdata.tables["table"]
     xy = table.obsm["spatial"]
     image = sdata.images["he"]
@@ -107,7 +109,7 @@ def _figure(sdata, path: Path) -> Path:
         (axes[2], "X_omiclip_image", "image embedding"),
         (axes[3], "X_omiclip_text", "text embedding"),
     ):
-        ax.scatter(*xy.T, c=_pcs_as_rgb(table.obsm[key]), s=8)
+        ax.scatter(*xy.T, c=oc.pl.pcs_as_rgb(table.obsm[key]), s=8)
         ax.set_title(f"{title} (PC1-3 as RGB)")
     for ax in axes:
         ax.set_aspect("equal")
@@ -119,9 +121,3 @@ def _figure(sdata, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def _pcs_as_rgb(embedding: np.ndarray) -> np.ndarray:
-    centred = embedding - embedding.mean(axis=0)
-    pcs = centred @ np.linalg.svd(centred, full_matrices=False)[2][:3].T
-    return (pcs - pcs.min(axis=0)) / np.maximum(np.ptp(pcs, axis=0), 1e-12)
