@@ -154,3 +154,17 @@ class TestBadImages:
         }
         with pytest.raises(ValueError, match="no observations"):
             oc.pp.tiles(adata)
+
+
+def test_visium_anndata_float_and_bad_images():
+    adata = AnnData(np.ones((1, 2), dtype=np.float32))
+    adata.obsm["spatial"] = np.array([[100.0, 100.0]])
+    scalefactors = {"tissue_hires_scalef": 0.5, "spot_diameter_fullres": 20.0}
+    adata.uns["spatial"] = {"lib": {"images": {"hires": np.full((80, 80, 3), 0.5)}, "scalefactors": scalefactors}}
+    assert (oc.pp.tiles(adata).to_array() == 128).all()  # float [0, 1] images are scaled to uint8
+    adata.uns["spatial"]["lib"]["images"]["hires"] = np.zeros((80, 80), dtype=np.uint8)
+    with pytest.raises(ValueError, match="must be RGB"):
+        oc.pp.tiles(adata)
+    adata.uns["spatial"]["lib"]["images"]["hires"] = np.zeros((80, 80, 3), dtype=np.uint16)
+    with pytest.raises(ValueError, match="uint8 or float"):
+        oc.pp.tiles(adata)

@@ -335,8 +335,12 @@ def _visium_anndata(adata: AnnData, image_key: str, library_id: str | None):
     scale = library["scalefactors"][f"tissue_{image_key}_scalef"]
     spot_px = library["scalefactors"]["spot_diameter_fullres"] * scale
     image = np.asarray(library["images"][image_key])
-    if image.dtype != np.uint8:  # scanpy stores float images in [0, 1]
+    if image.ndim != 3 or image.shape[-1] < 3:
+        raise ValueError(f"Image {image_key!r} must be RGB (height, width, 3), got shape {image.shape}.")
+    if np.issubdtype(image.dtype, np.floating):  # scanpy stores float images in [0, 1]
         image = np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"Image {image_key!r} must be uint8 or float in [0, 1], got {image.dtype}.")
     level = Level(image.transpose(2, 0, 1), VISIUM_SPOT_UM / spot_px)
     centers_px0 = np.asarray(adata.obsm["spatial"], dtype=float)[:, ::-1] * scale  # (y, x)
     return [level], centers_px0, spot_px, adata.obs_names, None
