@@ -127,9 +127,8 @@ def finetune(
     if len(pairs_tiles) < 2:
         raise ValueError(f"Fine-tuning needs at least 2 pairs, got {len(pairs_tiles)}.")
 
-    base = model if isinstance(model, Encoder) else _as_encoder(model, checkpoint=checkpoint, device="cpu")
-    if isinstance(model, Encoder) and checkpoint is not None:
-        raise ValueError("`checkpoint` applies to a model name; this Encoder is already loaded.")
+    # a loaded Encoder stays where it is (device=None); a name is loaded on the CPU, then copied over
+    base = _as_encoder(model, checkpoint=checkpoint, device=None if isinstance(model, Encoder) else "cpu")
     encoder = copy.deepcopy(base)  # the caller's model stays as it was, on its device
     encoder.device = resolve_device(device)
     state = _resume(resume, encoder) if resume is not None else TrainingState()
