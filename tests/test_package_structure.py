@@ -23,7 +23,7 @@ def test_there_are_functions_to_check():
 @pytest.mark.parametrize("func", PUBLIC_FUNCTIONS)
 def test_first_parameter_is_the_data(func):
     first = next(iter(inspect.signature(func).parameters))
-    assert first in {"adata", "data", "sdata", "query", "source", "spatial"}
+    assert first in {"adata", "data", "sdata", "query", "source", "spatial", "sections"}
 
 
 @pytest.mark.parametrize("func", PUBLIC_FUNCTIONS)
@@ -50,7 +50,10 @@ def test_docstring_documents_every_parameter_and_what_is_written(func):
     assert doc and "Parameters\n----------" in doc and "Returns\n-------" in doc
     section = doc.split("Parameters\n----------")[1].split("Returns\n-------")[0]
     documented = {
-        name.strip() for line in section.splitlines() if line and not line[0].isspace() for name in line.split(",")
+        name.strip().lstrip("*")
+        for line in section.splitlines()
+        if line and not line[0].isspace()
+        for name in line.split(",")
     }
     assert set(inspect.signature(func).parameters) <= documented
 

@@ -1,0 +1,104 @@
+"""Loki Align on arrays: point clouds from coordinates + embedding PCs, non-rigid CPD, then a rigid fit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from omiclip._core.cpd import CPDResult, apply_affine, nonrigid_cpd, rigid_fit
+
+Scaling = Literal["shared", "each"]
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Source coordinates registered onto the target, in the target's units."""
+
+    nonrigid: np.ndarray
+    """(M, 2) CPD result."""
+    rigid: np.ndarray
+    """(M, 2) the source moved by ``matrix``."""
+    matrix: np.ndarray
+    """3×3 homogeneous transform from source coordinates to target coordinates (rotation, translation and the
+    known unit conversion ``source_scale``)."""
+    cpd: CPDResult
+
+
+def point_clouds(
+    source_xy: np.ndarray,
+    target_xy: np.ndarray,
+    source_features: np.ndarray | None,
+    target_features: np.ndarray | None,
+    *,
+    n_pcs: int = 2,
+    scaling: Scaling = "shared",
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """The official 4-D clouds ``[x, y, PC1, PC2]`` in unit scale, and the target's (offset, range).
+
+    PCs come from a PCA fitted on the target's features and applied to the source's; all PCs of both clouds are
+    min–max scaled together (one min, one max), as the official code does. Coordinates: ``"each"`` scales each
+    cloud by its own min and max over both axes (official; this also matches the clouds' bounding boxes, and
+    assumes the two sections cover the same tissue); ``"shared"`` moves the source's centroid onto the target's
+    and scales both by the target's min and max, which keeps the relative size of the sections (they must be in
+    the same units) and so suits sections where one lacks a part of the other.
+    """
+    target_offset = float(target_xy.min())
+    target_range = float(np.ptp(target_xy))
+    if scaling == "each":
+        source_unit = (source_xy - source_xy.min()) / np.ptp(source_xy)
+    else:
+        source_unit = (source_xy - source_xy.mean(0) + target_xy.mean(0) - target_offset) / target_range
+    target_unit = (target_xy - target_offset) / target_range
+    if source_features is None:
+        return source_unit, target_unit, (target_offset, target_range)
+
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=n_pcs, random_state=seed).fit(target_features)
+    source_pcs, target_pcs = pca.transform(source_features), pca.transform(target_features)
+    low = min(source_pcs.min(), target_pcs.min())
+    span = max(source_pcs.max(), target_pcs.max()) - low
+    span = span if span > 0 else 1.0
+    return (
+        np.column_stack([source_unit, (source_pcs - low) / span]),
+        np.column_stack([target_unit, (target_pcs - low) / span]),
+        (target_offset, target_range),
+    )
+
+
+def align_points(
+    source_xy: np.ndarray,
+    target_xy: np.ndarray,
+    source_features: np.ndarray | None = None,
+    target_features: np.ndarray | None = None,
+    *,
+    source_scale: float = 1.0,
+    n_pcs: int = 2,
+    scaling: Scaling = "shared",
+    seed: int = 0,
+    **cpd_kwargs,
+) -> Alignment:
+    """Register ``source_xy`` onto ``target_xy`` (Loki Align); features are embeddings or ``None``.
+
+    ``source_scale`` converts source units to target units (e.g. µm per source pixel / µm per target pixel); the
+    rigid fit and its matrix include it, so the matrix maps raw source coordinates to target coordinates.
+    """
+    source_in_target_units = source_xy * source_scale
+    source_cloud, target_cloud, (offset, span) = point_clouds(
+        source_in_target_units, target_xy, source_features, target_features, n_pcs=n_pcs, scaling=scaling, seed=seed
+    )
+    cpd = nonrigid_cpd(source_cloud, target_cloud, n_moving=2, seed=seed, **cpd_kwargs)
+    nonrigid = cpd.moved * span + offset
+    matrix = rigid_fit(source_in_target_units, nonrigid) @ np.diag([source_scale, source_scale, 1.0])
+    return Alignment(nonrigid=nonrigid, rigid=apply_affine(matrix, source_xy), matrix=matrix, cpd=cpd)
+
+
+def chain(matrices: list[np.ndarray]) -> np.ndarray:
+    """Compose 3×3 transforms applied in the order given (first one first)."""
+    total = np.eye(3)
+    for matrix in matrices:
+        total = matrix @ total
+    return total

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from omiclip import _logging as logg
+from omiclip._anndata import MICRONS_PER_UNIT_KEY, check_not_empty, get_table, is_spatialdata, record
+from omiclip._core.pseudo_spots import assign, hex_centres, membership
+
+
+def pseudo_spots(
+    data,
+    *,
+    spot_diameter_um: float = 55.0,
+    spacing_um: float = 100.0,
+    groupby: str | None = None,
+    layer: str | None = None,
+    spatial_key: str = "spatial",
+    microns_per_unit: float | None = None,
+    min_cells: int = 1,
+    coordinate_system: str = "global",
+    key_added: str = "pseudo_spots",
+    table_key: str | None = None,
+):
+    """Turn single-cell–resolution data (Xenium cells, Visium HD bins) into Visium-like pseudo-spots.
+
+    Spots of ``spot_diameter_um`` sit on a hexagonal grid with ``spacing_um`` between centres over the data's
+    bounding box; each spot sums the expression of the cells (or bins) whose centre lies inside it. Cells between
+    spots are left out, as on a Visium slide. The result can be embedded and aligned like any Visium section, e.g.
+    to align a Xenium section onto a Visium one.
+
+    Parameters
+    ----------
+    data
+        AnnData of cells/bins × genes with centres in ``.obsm[spatial_key]``, or SpatialData with such a table.
+    spot_diameter_um
+        Spot diameter (Visium: 55 µm).
+    spacing_um
+        Distance between neighbouring spot centres (Visium: 100 µm).
+    groupby
+        Categorical ``.obs`` column (e.g. cell type) to count per spot into ``.obsm["cell_counts"]``.
+    layer
+        Expression layer to sum (default ``X``; counts are expected).
+    spatial_key
+        Centres in ``.obsm``.
+    microns_per_unit
+        µm per unit of the centres; default ``.uns["microns_per_unit"]`` (Xenium coordinates are µm: pass 1).
+    min_cells
+        Keep spots that cover at least this many cells/bins.
+    coordinate_system
+        For SpatialData: the coordinate system of the table's centres, in which the spot circles are placed.
+    key_added
+        For SpatialData: name of the new shapes element; its table is ``{key_added}_table``.
+    table_key
+        Table of a SpatialData input with several tables.
+
+    Returns
+    -------
+    For AnnData input, an AnnData of spots × genes with ``.obs["n_cells"]``, ``.obsm["spatial"]`` (centres, in the
+    input's units), ``.obsm["cell_counts"]`` (DataFrame, with ``groupby``), ``.uns["microns_per_unit"]`` and
+    ``.uns["omiclip"]["pseudo_spots"]``. For SpatialData, a new SpatialData with the input's images, circles
+    ``key_added`` and that table (``{key_added}_table``) linked to them, so H&E tiles can be cut at the
+    pseudo-spots.
+    """
+    table = get_table(data, table_key)
+    check_not_empty(table)
+    xy = _centres(table, spatial_key)
+    um = microns_per_unit if microns_per_unit is not None else table.uns.get(MICRONS_PER_UNIT_KEY)
+    if um is None:
+        raise ValueError(
+            "The physical scale is unknown: pass `microns_per_unit=` (µm per unit of the coordinates; 1 for "
+            "Xenium µm coordinates) or set `.uns['microns_per_unit']`."
+        )
+    if not 0 < spot_diameter_um <= spacing_um or um <= 0:
+        raise ValueError(
+            f"Need 0 < spot_diameter_um <= spacing_um and microns_per_unit > 0; got {spot_diameter_um}, "
+            f"{spacing_um}, {um}."
+        )
+    counts = _expression(table, layer)
+    if groupby is not None:
+        if groupby not in table.obs:
+            raise KeyError(f"Did not find {groupby!r} in `.obs`; available: {list(table.obs.columns)}.")
+        labels = table.obs[groupby].astype("category")
+
+    start = logg.info(f"pooling {table.n_obs} observations into {spot_diameter_um:g} µm pseudo-spots")
+    spacing, radius = spacing_um / um, spot_diameter_um / um / 2
+    centres = hex_centres(xy.min(0), xy.max(0), spacing)
+    members = membership(assign(xy, centres, radius), len(centres))
+    n_cells = np.asarray(members.sum(axis=1)).ravel()
+    keep = np.flatnonzero(n_cells >= max(min_cells, 1))
+    if len(keep) == 0:
+        raise ValueError(f"No pseudo-spot covers {min_cells} observations: check `microns_per_unit` ({um}).")
+    members = members[keep]
+
+    spots = AnnData(
+        members @ counts,
+        obs=pd.DataFrame({"n_cells": n_cells[keep].astype(int)}, index=[f"pseudo_spot_{i}" for i in keep]),
+        var=table.var[[]].copy(),
+    )
+    spots.obsm["spatial"] = centres[keep]
+    if groupby is not None:
+        indicator = sparse.csr_matrix(pd.get_dummies(labels).to_numpy(dtype=np.float32))
+        spots.obsm["cell_counts"] = pd.DataFrame(
+            (members @ indicator).toarray(), index=spots.obs_names, columns=labels.cat.categories.astype(str)
+        )
+    spots.uns[MICRONS_PER_UNIT_KEY] = float(um)
+    record(
+        spots,
+        "pseudo_spots",
+        {"spot_diameter_um": spot_diameter_um, "spacing_um": spacing_um, "groupby": groupby, "layer": layer},
+    )
+    covered = int(n_cells[keep].sum())
+    note = f"    {len(keep)} spots cover {covered} of {table.n_obs} observations"
+    if not is_spatialdata(data):
+        logg.finished(start, [("cell_counts", "counts per group (obsm)")] if groupby else None, note=note)
+        return spots
+    result = _spatialdata(data, spots, radius, coordinate_system, key_added)
+    logg.finished(start, [(key_added, "circles and their table (new SpatialData)")], note=note)
+    return result
+
+
+def _centres(table: AnnData, spatial_key: str) -> np.ndarray:
+    if spatial_key not in table.obsm:
+        raise KeyError(f"Did not find {spatial_key!r} in `.obsm`; pass the centres' key as `spatial_key=`.")
+    xy = np.asarray(table.obsm[spatial_key], dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(f"`.obsm[{spatial_key!r}]` must be (n_obs, 2), got shape {xy.shape}.")
+    if not np.isfinite(xy).all():
+        raise ValueError(f"`.obsm[{spatial_key!r}]` has NaN/inf; drop those observations first.")
+    return xy
+
+
+def _expression(table: AnnData, layer: str | None):
+    if layer is not None and layer not in table.layers:
+        raise KeyError(f"Layer {layer!r} not found; available: {list(table.layers)}.")
+    matrix = table.X if layer is None else table.layers[layer]
+    if matrix is None:
+        raise ValueError("The data has no expression matrix (`.X` is None); pass `layer=`.")
+    return sparse.csr_matrix(matrix, dtype=np.float32)
+
+
+def _spatialdata(sdata, spots: AnnData, radius: float, coordinate_system: str, key: str):
+    from spatialdata import SpatialData
+    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.transformations import Identity
+
+    spots = spots.copy()
+    spots.obs["spot_id"] = np.arange(spots.n_obs)
+    spots.obs["region"] = pd.Categorical([key] * spots.n_obs)
+    circles = ShapesModel.parse(
+        spots.obsm["spatial"],
+        geometry=0,
+        radius=np.full(spots.n_obs, radius),
+        index=spots.obs["spot_id"].to_numpy(),
+        transformations={coordinate_system: Identity()},
+    )
+    table = TableModel.parse(spots, region=key, region_key="region", instance_key="spot_id")
+    return SpatialData(images=dict(sdata.images), shapes={key: circles}, tables={f"{key}_table": table})
