@@ -251,3 +251,12 @@ class TestPseudoSpots:
     def test_unknown_scale_is_an_error(self):
         with pytest.raises(ValueError, match="microns_per_unit"):
             oc.pp.pseudo_spots(self.cells([[0, 0], [1, 1]], [[1, 1], [1, 1]], ["a", "a"]))
+
+
+def test_tiles_still_read_after_align(section):
+    """After align, spots and image share two coordinate systems; tiles must still find the one map between them."""
+    table = section.tables["table"]
+    sc.pp.pca(table, n_comps=5, random_state=0)
+    before = oc.pp.tiles(section, image_key="he").to_array()
+    oc.tl.align(section, section, use_rep="X_pca", progress=False)
+    np.testing.assert_array_equal(oc.pp.tiles(section, image_key="he").to_array(), before)

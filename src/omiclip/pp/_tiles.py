@@ -282,10 +282,15 @@ def _spatialdata_spots(sdata, image_key, shapes_key, table_key, microns_per_unit
 
 def _affine(sdata, source, target, source_key, target_key) -> np.ndarray:
     """3x3 matrix from the intrinsic (x, y) of ``source`` to the pixels of ``target``."""
-    from spatialdata.transformations import get_transformation_between_coordinate_systems
+    from spatialdata.transformations import get_transformation, get_transformation_between_coordinate_systems
 
+    # Elements sharing several coordinate systems (e.g. "global" and "aligned" after oc.tl.align) have one path
+    # through each, and spatialdata refuses to choose; any shared system gives the same spots → pixels map.
+    shared = [cs for cs in get_transformation(source, get_all=True) if cs in get_transformation(target, get_all=True)]
     try:
-        transformation = get_transformation_between_coordinate_systems(sdata, source, target)
+        transformation = get_transformation_between_coordinate_systems(
+            sdata, source, target, intermediate_coordinate_systems=shared[0] if shared else None
+        )
     except Exception as err:
         raise ValueError(
             f"No transformation between {source_key!r} and image {target_key!r}: put both in one coordinate system."
