@@ -2,12 +2,50 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import inspect
+import warnings
+
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 from anndata import AnnData
 
 import omiclip as oc
+from omiclip._anndata import working_copy
+from omiclip.pl._embedding import principal_components
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _spots(n: int, seed: int = 0, dim: int = 8) -> AnnData:
+    rng = np.random.default_rng(seed)
+    adata = AnnData(obs=pd.DataFrame(index=[f"s{i}" for i in range(n)]))
+    adata.obsm["spatial"] = rng.uniform(0, 1000, size=(n, 2))
+    adata.obsm["X_omiclip_text"] = rng.normal(size=(n, dim)).astype(np.float32)
+    return adata
+
+
+def _patches(ax):
+    """Centres and half-sizes of the patches squidpy drew (the last patch collection of the axes)."""
+    collection = [c for c in ax.collections if type(c).__name__ == "PatchCollection"][-1]
+    boxes = np.array([[*path.vertices.min(axis=0), *path.vertices.max(axis=0)] for path in collection.get_paths()])
+    return collection, (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2
+
+
+def _image_to_data(image, ax):
+    """The affine from an AxesImage's own coordinates to the axes' data coordinates."""
+    return image.get_transform() - ax.transData
+
+
+def _rigid(xy: np.ndarray, degrees: float, shift) -> np.ndarray:
+    angle = np.deg2rad(degrees)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return xy @ rotation.T + np.asarray(shift)
 
 
 def test_pcs_as_rgb_follows_the_main_axis():
@@ -33,3 +71,292 @@ def test_embedding_rgb_draws_every_observation(tmp_path):
     assert (tmp_path / "rgb.png").stat().st_size > 1000
     with pytest.raises(KeyError, match="Run `oc.tl.embed` first"):
         oc.pl.embedding_rgb(adata, use_rep="X_omiclip_text")
+
+
+class TestAnnotation:
+    def test_heat_maps_and_labels_over_the_image(self, section, tmp_path):
+        table = section.tables["table"]
+        table.obsm["X_omiclip_image"] = table.obsm["true_proportions"].to_numpy(dtype=np.float32)
+        references = pd.DataFrame(np.eye(7)[[0, 1, 3]], index=["tumour", "stroma", "immune"])
+        oc.tl.annotate(section, references)
+        scores = table.obsm["omiclip_annotation_scores"]
+
+        axes = oc.pl.annotation(section, image_key="he", save=tmp_path / "annotation.png")
+
+        assert [ax.get_title() for ax in axes] == ["tumour", "stroma", "immune", "omiclip_annotation"]
+        assert (tmp_path / "annotation.png").stat().st_size > 10_000
+        for ax, reference in zip(axes[:3], scores.columns, strict=False):
+            collection, centres, half = _patches(ax)
+            np.testing.assert_allclose(centres, table.obsm["spatial"], atol=1e-6)
+            np.testing.assert_allclose(half, 27.5, atol=1.0)  # 55 µm spots, as cut into tiles
+            np.testing.assert_allclose(collection.get_array(), scores[reference])
+            # one colour scale for every reference
+            assert (collection.norm.vmin, collection.norm.vmax) == (scores.min().min(), scores.max().max())
+            (image,) = ax.images  # the 600 px image at 2 µm per pixel spans 1200 µm
+            np.testing.assert_allclose(
+                _image_to_data(image, ax).transform([[0, 0], [600, 600]]), [[0, 0], [1200, 1200]], atol=1.0
+            )
+        labels = table.obs["omiclip_annotation"].to_numpy()
+        colours = _patches(axes[3])[0].get_facecolors()[:, :3]
+        for label in np.unique(labels):
+            assert len(np.unique(colours[labels == label], axis=0)) == 1
+        assert len(np.unique(colours, axis=0)) == len(np.unique(labels))
+
+    def test_grid_tiles_are_squares(self, section):
+        oc.pp.tiles(section, grid=True, tile_size_um=150)
+        grid = section.tables["he_grid_table"]
+        grid.obsm["omiclip_annotation_scores"] = pd.DataFrame(
+            {"a": np.arange(grid.n_obs, dtype=float)}, index=grid.obs_names
+        )
+        grid.obs["omiclip_annotation"] = pd.Categorical(["a"] * grid.n_obs)
+        (ax,) = oc.pl.annotation(section, table_key="he_grid_table", image_key="he", labels=False)
+        collection, centres, half = _patches(ax)
+        assert {len(path.vertices) for path in collection.get_paths()} == {5}  # closed rectangles, not circles
+        np.testing.assert_allclose(centres, grid.obsm["spatial"], atol=1e-6)
+        np.testing.assert_allclose(half, 75 / 2, atol=0.6)  # 150 µm tiles in 2 µm image pixels
+
+    def test_missing_annotation_says_what_to_run(self, section):
+        with pytest.raises(KeyError, match="Run `oc.tl.annotate` first"):
+            oc.pl.annotation(section)
+
+
+def test_proportions_beside_the_truth(section):
+    table = section.tables["table"]
+    truth = table.obsm["true_proportions"]
+    rng = np.random.default_rng(0)
+    estimate = truth + rng.uniform(0, 0.2, size=truth.shape)
+    table.obsm["omiclip_proportions"] = estimate.div(estimate.sum(axis=1), axis=0)
+    shown = list(truth.columns[:2])
+
+    axes = oc.pl.proportions(section, cell_types=shown, truth_key="true_proportions")
+
+    assert len(axes) == 4
+    for i, cell_type in enumerate(shown):
+        predicted_ax, truth_ax = axes[2 * i], axes[2 * i + 1]
+        r = np.corrcoef(table.obsm["omiclip_proportions"][cell_type], truth[cell_type])[0, 1]
+        assert predicted_ax.get_title() == f"{cell_type} (PCC {r:.2f})"
+        assert truth_ax.get_title() == f"{cell_type} (truth)"
+        predicted, centres, half = _patches(predicted_ax)
+        true = _patches(truth_ax)[0]
+        np.testing.assert_allclose(true.get_array(), truth[cell_type])
+        high = max(table.obsm["omiclip_proportions"][cell_type].max(), truth[cell_type].max())
+        for collection in (predicted, true):  # estimate and truth share one scale
+            assert (collection.norm.vmin, collection.norm.vmax) == (0.0, high)
+        np.testing.assert_allclose(half, 50, atol=1e-6)  # no image: spots fill their 100 µm pitch
+    with pytest.raises(KeyError, match="Run `oc.tl.decompose` first"):
+        oc.pl.proportions(section, key="absent")
+    with pytest.raises(KeyError, match="Unknown cell types"):
+        oc.pl.proportions(section, cell_types=["neuron"])
+
+
+def test_visium_anndata_image_is_placed_by_its_scale_factor(section):
+    table = section.tables["table"]
+    adata = AnnData(obs=table.obs[[]].copy())
+    adata.obsm["spatial"] = table.obsm["spatial"]  # full-resolution pixels of 1 µm
+    adata.obsm["omiclip_proportions"] = table.obsm["true_proportions"]
+    image = np.asarray(section.images["he"]["scale0"]["image"]).transpose(1, 2, 0)  # 2 µm per pixel
+    scalefactors = {"tissue_hires_scalef": 0.5, "spot_diameter_fullres": 55.0}
+    adata.uns["spatial"] = {"slide": {"images": {"hires": image}, "scalefactors": scalefactors}}
+
+    (ax,) = oc.pl.proportions(adata, cell_types="tumor", image_key="hires")
+
+    (drawn,) = ax.images
+    np.testing.assert_allclose(
+        _image_to_data(drawn, ax).transform([[0, 0], [600, 600]]), [[0, 0], [1200, 1200]], atol=1.0
+    )
+    _, centres, half = _patches(ax)
+    np.testing.assert_allclose(centres, adata.obsm["spatial"], atol=1e-6)
+    np.testing.assert_allclose(half, 27.5, atol=1.0)
+
+
+def test_predex_pairs_measured_with_predicted(section):
+    table = section.tables["table"]
+    genes = list(table.var_names[:2])
+    rows = np.arange(0, table.n_obs, 2)  # a prediction for every other spot
+    measured = table[rows, genes].X.toarray().astype(float)
+    noisy = measured + np.random.default_rng(0).normal(scale=3.0, size=measured.shape)
+    predicted = AnnData(noisy, obs=pd.DataFrame(index=table.obs_names[rows]), var=pd.DataFrame(index=genes))
+
+    axes = oc.pl.predex(section, predicted)
+
+    assert len(axes) == 4
+    for i, gene in enumerate(genes):
+        r = np.corrcoef(measured[:, i], noisy[:, i])[0, 1]
+        assert axes[2 * i].get_title() == f"{gene} measured"
+        assert axes[2 * i + 1].get_title() == f"{gene} predicted (PCC {r:.2f})"
+        for ax, values in ((axes[2 * i], measured[:, i]), (axes[2 * i + 1], noisy[:, i])):
+            collection, centres, _ = _patches(ax)
+            np.testing.assert_allclose(centres, table.obsm["spatial"][rows], atol=1e-6)
+            np.testing.assert_allclose(collection.get_array(), values)
+
+    table.obsm["predicted"] = pd.DataFrame({genes[0]: np.arange(table.n_obs, dtype=float)}, index=table.obs_names)
+    (_, ax) = oc.pl.predex(section, "predicted", genes=genes[0])
+    assert ax.get_title().startswith(f"{genes[0]} predicted (PCC ")
+    with pytest.raises(KeyError, match="not measured"):
+        oc.pl.predex(
+            section,
+            AnnData(np.ones((2, 1)), obs=pd.DataFrame(index=table.obs_names[:2]), var=pd.DataFrame(index=["GFP"])),
+        )
+    with pytest.raises(KeyError, match="not in the data"):
+        oc.pl.predex(
+            section, AnnData(np.ones((1, 1)), obs=pd.DataFrame(index=["elsewhere"]), var=pd.DataFrame(index=genes[:1]))
+        )
+
+
+class TestAlignment:
+    def test_before_and_after_with_embedding_colours(self, tmp_path):
+        target = _spots(40)
+        source = _spots(30, seed=1)
+        source.obsm["spatial_aligned"] = _rigid(source.obsm["spatial"], 30, (50, -20))
+
+        before, after = oc.pl.alignment(source, target, save=tmp_path / "align.png")
+
+        colours = oc.pl.pcs_as_rgb(np.vstack([source.obsm["X_omiclip_text"], target.obsm["X_omiclip_text"]]))
+        for ax, source_xy in ((before, source.obsm["spatial"]), (after, source.obsm["spatial_aligned"])):
+            target_points, source_points = ax.collections
+            np.testing.assert_allclose(target_points.get_offsets(), target.obsm["spatial"])
+            np.testing.assert_allclose(source_points.get_offsets(), source_xy)
+            np.testing.assert_allclose(source_points.get_facecolors()[:, :3], colours[:30], atol=1e-6)
+            np.testing.assert_allclose(target_points.get_facecolors()[:, :3], colours[30:], atol=1e-6)
+            assert [t.get_text() for t in ax.get_legend().get_texts()] == ["target", "source"]
+        assert (before.get_title(), after.get_title()) == ("before alignment", "after alignment")
+        _, given = plt.subplots(1, 2)
+        assert oc.pl.alignment(source, target, ax=given) == list(given)
+        with pytest.raises(ValueError, match="2 panels, but `ax` holds 1"):
+            oc.pl.alignment(source, target, ax=given[0])
+        with pytest.raises(KeyError, match="Run `oc.tl.align` first"):
+            oc.pl.alignment(source, target, key="spatial_elsewhere")
+
+    def test_source_image_moves_with_a_rigid_alignment_only(self, section):
+        source, target = working_copy(section, copy=True), section
+        spatial = source.tables["table"].obsm["spatial"]
+        source.tables["table"].obsm["spatial_aligned"] = _rigid(spatial, 20, (100, -40))
+        noise = np.random.default_rng(0).normal(scale=40, size=spatial.shape)
+        source.tables["table"].obsm["spatial_aligned_nonrigid"] = spatial + noise
+
+        before, after = oc.pl.alignment(source, target, use_rep=None, image_key="he")
+        assert len(before.images) == 2
+        target_image, source_image = after.images
+        corners = np.array([[0, 0], [600, 0], [600, 600]])  # image pixels; 2 µm each
+        np.testing.assert_allclose(_image_to_data(target_image, after).transform(corners), 2 * corners, atol=1.0)
+        np.testing.assert_allclose(
+            _image_to_data(source_image, after).transform(corners), _rigid(2 * corners, 20, (100, -40)), atol=1.0
+        )
+        _, after = oc.pl.alignment(source, target, key="spatial_aligned_nonrigid", use_rep=None, image_key="he")
+        assert len(after.images) == 1  # a warp cannot move an image by an affine: only the target's is drawn
+
+    @pytest.mark.xfail(
+        strict=True,
+        raises=ValueError,
+        reason="pp.tiles cannot choose between the 'global' and 'aligned' paths that tl.align registers",
+    )
+    def test_images_after_tl_align_on_spatialdata(self, section):
+        source, target = working_copy(section, copy=True), section
+        for sdata in (source, target):
+            table = sdata.tables["table"]
+            table.obsm["X_omiclip_text"] = table.obsm["true_proportions"].to_numpy(dtype=np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            oc.tl.align(source, target, max_iter=5, progress=False, device="cpu")
+        oc.pl.alignment(source, target, image_key="he")
+
+    def test_stack_side_view(self):
+        sections = [_spots(20, seed=i) for i in range(3)]
+        for i, adata in enumerate(sections):
+            adata.obsm["spatial_aligned"] = adata.obsm["spatial"]
+            adata.obsm["spatial_aligned_3d"] = np.column_stack([adata.obsm["spatial"], np.full(20, (i - 1) * 10.0)])
+
+        ax = oc.pl.alignment_stack(sections)
+        ax.figure.canvas.draw()  # 3-D colours are final (and depth-sorted) once drawn
+
+        assert ax.name == "3d" and len(ax.collections) == 3
+        colours = np.split(oc.pl.pcs_as_rgb(np.vstack([s.obsm["X_omiclip_text"] for s in sections])), 3)
+        for i, (collection, adata) in enumerate(zip(ax.collections, sections, strict=True)):
+            x, y, z = (np.asarray(v) for v in collection._offsets3d)
+            np.testing.assert_allclose(np.column_stack([x, y]), adata.obsm["spatial"])
+            np.testing.assert_allclose(z, (i - 1) * 10.0)
+            drawn = collection.get_facecolors()[:, :3]
+            np.testing.assert_allclose(drawn[np.lexsort(drawn.T)], colours[i][np.lexsort(colours[i].T)], atol=1e-6)
+        assert [t.get_text() for t in ax.get_zticklabels()] == ["0", "1", "2"]
+        with pytest.raises(ValueError, match="3-D axes"):
+            oc.pl.alignment_stack(sections, ax=plt.figure().add_subplot())
+
+
+def test_retrieval_shows_query_and_reference_tiles(section, tmp_path):
+    reference = working_copy(section, copy=True)
+    query_table, reference_table = section.tables["table"], reference.tables["table"]
+    rng = np.random.default_rng(0)
+    query_table.obsm["X_omiclip_image"] = rng.normal(size=(query_table.n_obs, 8)).astype(np.float32)
+    reference_table.obsm["X_omiclip_text"] = rng.normal(size=(reference_table.n_obs, 8)).astype(np.float32)
+    oc.tl.retrieve(section, reference, k=3, progress=False)
+    shown = list(query_table.obs_names[[4, 7]])
+
+    axes = oc.pl.retrieval(section, reference, obs=shown, n=2, save=tmp_path / "retrieval.png")
+
+    assert len(axes) == 6
+    tiles = oc.pp.tiles(section, um_per_px=None).to_array()
+    retrieved, scores = query_table.obsm["omiclip_retrieved"], query_table.obsm["omiclip_retrieved_scores"]
+    for row, query_index in enumerate([4, 7]):
+        query_ax, *retrieved_axes = axes[3 * row : 3 * row + 3]
+        assert query_ax.get_title() == f"query {shown[row]}"
+        np.testing.assert_array_equal(query_ax.images[0].get_array(), tiles[query_index])
+        for rank, ax in enumerate(retrieved_axes):
+            position = retrieved[query_index, rank]
+            name = reference_table.obs_names[position]
+            assert ax.get_title() == f"{rank + 1}. {name}\n{scores[query_index, rank]:.3f}"
+            np.testing.assert_array_equal(ax.images[0].get_array(), tiles[position])  # same image, same spots
+    with pytest.raises(ValueError, match="between 1 and the 3 retrieved"):
+        oc.pl.retrieval(section, reference, n=4)
+    with pytest.raises(ValueError, match="reference's H&E"):
+        oc.pl.retrieval(section, AnnData(obs=reference_table.obs[[]].copy()), n=2)
+
+
+class TestEmbedding:
+    @staticmethod
+    def _both_modalities(n: int = 40) -> AnnData:
+        adata = _spots(n)
+        adata.obsm["X_omiclip_image"] = adata.obsm["X_omiclip_text"] + 3.0  # a modality gap along one direction
+        adata.obs["domain"] = pd.Categorical(np.where(np.arange(n) < n // 2, "a", "b"))
+        return adata
+
+    def test_pca_maps_both_modalities_together(self):
+        adata = self._both_modalities()
+        before = set(adata.obsm)
+
+        axes = oc.pl.embedding(adata, color="domain", basis="pca")
+
+        assert [ax.get_title() for ax in axes] == ["domain", "modality"]
+        expected = principal_components(np.vstack([adata.obsm["X_omiclip_image"], adata.obsm["X_omiclip_text"]]), 2)
+        for ax in axes:
+            drawn = np.concatenate([c.get_offsets() for c in ax.collections])
+            assert len(drawn) == 80
+            np.testing.assert_allclose(np.sort(drawn, axis=0), np.sort(expected, axis=0), atol=1e-5)
+        assert set(adata.obsm) == before  # computed on a copy
+        with pytest.raises(KeyError, match="Did not find 'cell_type' in `.obs`"):
+            oc.pl.embedding(adata, color="cell_type", basis="pca")
+        with pytest.raises(KeyError, match="Run `oc.tl.embed` first"):
+            oc.pl.embedding(AnnData(obs=adata.obs))
+
+    @pytest.mark.slow
+    def test_umap(self):
+        adata = self._both_modalities()
+        (ax,) = oc.pl.embedding(adata, use_rep="X_omiclip_text", basis="umap")
+        drawn = np.concatenate([c.get_offsets() for c in ax.collections])
+        assert drawn.shape == (40, 2) and np.isfinite(drawn).all()
+        assert "X_umap" not in adata.obsm
+
+
+PLOTS = [getattr(oc.pl, name) for name in oc.pl.__all__ if name != "pcs_as_rgb"]
+
+
+@pytest.mark.parametrize("func", PLOTS, ids=lambda f: f.__name__)
+def test_plots_follow_the_conventions(func):
+    params = inspect.signature(func).parameters
+    assert next(iter(params)) in {"data", "source", "query", "sections"}
+    assert sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in params.values()) <= 2
+    for name in ("ax", "save"):
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY and params[name].default is None
+    doc = inspect.getdoc(func)
+    section = doc.split("Parameters\n----------")[1].split("Returns\n-------")[0]
+    documented = {line.split(" ")[0] for line in section.splitlines() if line and not line[0].isspace()}
+    assert set(params) <= documented

@@ -1,20 +1,32 @@
+"""Embeddings: spots coloured by their embedding over the tissue, and UMAP/PCA maps of the embeddings."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
+import pandas as pd
+from anndata import AnnData
 
-from omiclip._anndata import get_rep, get_table
+from omiclip._anndata import check_same_dim, embedding_key, get_rep, get_table
+from omiclip.pl._utils import frame, panels, positions, save_figure
 
 
-def pcs_as_rgb(embedding: np.ndarray) -> np.ndarray:
-    """The first three principal components of an embedding, each min–max scaled to [0, 1], as RGB colours."""
+def principal_components(embedding: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` principal components ``(n_obs, n)`` of an embedding (fewer if it has fewer dimensions)."""
     embedding = np.asarray(embedding, dtype=np.float64)
     if embedding.ndim != 2 or embedding.shape[0] < 2:
         raise ValueError(f"Need an (n_obs >= 2, dim) embedding, got shape {embedding.shape}.")
     centred = embedding - embedding.mean(axis=0)
-    components = np.linalg.svd(centred, full_matrices=False)[2][:3]
-    pcs = centred @ components.T
+    components = np.linalg.svd(centred, full_matrices=False)[2][:n]
+    return centred @ components.T
+
+
+def pcs_as_rgb(embedding: np.ndarray) -> np.ndarray:
+    """The first three principal components of an embedding, each min–max scaled to [0, 1], as RGB colours."""
+    pcs = principal_components(embedding, 3)
     if pcs.shape[1] < 3:  # fewer than three dimensions: pad with grey
         pcs = np.pad(pcs, ((0, 0), (0, 3 - pcs.shape[1])))
     return (pcs - pcs.min(axis=0)) / np.maximum(np.ptp(pcs, axis=0), 1e-12)
@@ -58,21 +70,119 @@ def embedding_rgb(
     -------
     The matplotlib axes.
     """
-    import matplotlib.pyplot as plt
-
     table = get_table(data, table_key)
     colours = pcs_as_rgb(get_rep(table, use_rep))
-    if spatial_key not in table.obsm:
-        raise KeyError(f"Did not find {spatial_key!r} in `.obsm` (positions of the observations).")
-    xy = np.asarray(table.obsm[spatial_key], dtype=float)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 5))
+    xy = positions(table, spatial_key)
+    fig, (ax,) = panels(ax, 1, size=5.0)
+    # plain matplotlib: squidpy colours spots by one value, not by an RGB colour each
     ax.scatter(xy[:, 0], xy[:, 1], c=colours, s=size)
-    ax.set_aspect("equal")
-    ax.invert_yaxis()  # image convention: y grows downwards
-    ax.set_xticks([])
-    ax.set_yticks([])
+    frame(ax, xy, 0.02 * np.ptp(xy, axis=0).max())
     ax.set_title(title or f"{use_rep} (PC1-3 as RGB)")
-    if save is not None:
-        ax.figure.savefig(save, dpi=100, bbox_inches="tight")
+    save_figure(fig, save)
     return ax
+
+
+def embedding(
+    data,
+    *,
+    color: str | Sequence[str] | None = None,
+    use_rep: str | Sequence[str] | None = None,
+    basis: Literal["umap", "pca"] = "umap",
+    n_neighbors: int = 15,
+    seed: int = 0,
+    size: float | None = None,
+    table_key: str | None = None,
+    ncols: int = 4,
+    ax=None,
+    save: str | os.PathLike | None = None,
+) -> list:
+    """A UMAP or PCA map of image and text embeddings, one panel per ``.obs`` key that colours it.
+
+    Several embeddings (e.g. both modalities of the same spots) are mapped together, since they share one
+    space, and get a last panel coloured by modality. The map is computed on a copy: ``data`` is not
+    modified.
+
+    Parameters
+    ----------
+    data
+        AnnData or SpatialData with the embeddings.
+    color
+        ``.obs`` keys that colour the panels (default: none, one grey panel).
+    use_rep
+        ``.obsm`` embeddings to map together (default: those of ``"X_omiclip_image"`` and ``"X_omiclip_text"``
+        that exist).
+    basis
+        ``"umap"`` (scanpy's neighbours and UMAP) or ``"pca"`` (the first two principal components).
+    n_neighbors
+        Neighbours of the UMAP graph.
+    seed
+        Seed of the UMAP.
+    size
+        Marker size (default: scanpy's).
+    table_key
+        Table of a SpatialData object with several tables.
+    ncols
+        Panels per row.
+    ax
+        Axes to draw into, one per panel (default: a new figure).
+    save
+        Write the figure to this path.
+
+    Returns
+    -------
+    The list of axes: one per ``color`` key, then the modality panel when several embeddings are mapped.
+    """
+    import scanpy as sc
+
+    table = get_table(data, table_key)
+    reps = _embeddings_to_map(table, use_rep)
+    embeddings = [get_rep(table, rep) for rep in reps]
+    for rep, values in zip(reps[1:], embeddings[1:], strict=True):
+        check_same_dim(embeddings[0], values, reps[0], rep)
+    keys = [color] if isinstance(color, str) else list(color or [])
+    for name in keys:
+        if name not in table.obs:
+            raise KeyError(f"Did not find {name!r} in `.obs`; colour by one of {list(table.obs.columns)[:10]}.")
+    if basis not in ("umap", "pca"):
+        raise ValueError(f"`basis` must be 'umap' or 'pca', got {basis!r}.")
+
+    mapped = _stacked(table, reps, keys)
+    stacked = np.vstack(embeddings)
+    if basis == "pca":
+        mapped.obsm["X_pca"] = principal_components(stacked, 2)
+    else:
+        mapped.obsm["X_omiclip"] = stacked
+        sc.pp.neighbors(mapped, use_rep="X_omiclip", n_neighbors=min(n_neighbors, len(stacked) - 1), random_state=seed)
+        sc.tl.umap(mapped, random_state=seed)
+    panel_keys = keys + (["modality"] if len(reps) > 1 else [])
+    fig, axes = panels(ax, max(len(panel_keys), 1), ncols=ncols)
+    for panel, key in zip(axes, panel_keys or [None], strict=True):
+        title = key or f"{basis.upper()} of {', '.join(reps)}"
+        sc.pl.embedding(mapped, basis=basis, color=key, size=size, ax=panel, title=title, show=False)
+    save_figure(fig, save)
+    return axes
+
+
+def _embeddings_to_map(table: AnnData, use_rep: str | Sequence[str] | None) -> list[str]:
+    if use_rep is None:
+        reps = [embedding_key(m) for m in ("image", "text") if embedding_key(m) in table.obsm]
+        if not reps:
+            raise KeyError("Did not find 'X_omiclip_image' or 'X_omiclip_text' in `.obsm`. Run `oc.tl.embed` first.")
+        return reps
+    reps = [use_rep] if isinstance(use_rep, str) else list(use_rep)
+    if not reps:
+        raise ValueError("`use_rep` is empty.")
+    return reps
+
+
+def _stacked(table: AnnData, reps: list[str], keys: list[str]) -> AnnData:
+    """One observation per (embedding, spot), carrying the colour keys (and their colours) and the modality."""
+    obs = pd.concat([table.obs[keys]] * len(reps), ignore_index=True)
+    modality = [rep.removeprefix("X_omiclip_") for rep in reps]
+    obs["modality"] = pd.Categorical(np.repeat(modality, table.n_obs), categories=modality)
+    obs.index = [f"{m}:{name}" for m in modality for name in table.obs_names]
+    mapped = AnnData(obs=obs)
+    for key in keys:
+        if f"{key}_colors" in table.uns:
+            mapped.uns[f"{key}_colors"] = table.uns[f"{key}_colors"]
+    return mapped

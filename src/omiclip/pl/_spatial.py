@@ -1,0 +1,286 @@
+"""Results with one value per spot, drawn over the tissue: annotation, cell-type proportions, predicted expression."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from omiclip._anndata import check_obs_key, get_table
+from omiclip.metrics import pearson
+from omiclip.pl._utils import panels, save_figure, spot_panel, spots
+
+
+def annotation(
+    data,
+    *,
+    key: str = "omiclip_annotation",
+    references: Sequence[str] | None = None,
+    labels: bool = True,
+    image_key: str | None = None,
+    spatial_key: str = "spatial",
+    table_key: str | None = None,
+    size: float | None = None,
+    cmap: str = "viridis",
+    ncols: int = 4,
+    ax=None,
+    save: str | os.PathLike | None = None,
+) -> list:
+    """Similarity to each reference as a heat map over the tissue, and the label map (:func:`omiclip.tl.annotate`).
+
+    Spots are drawn as circles, grid tiles as squares, optionally over the H&E image. All heat maps share
+    one colour scale, so the panels show which reference wins where.
+
+    Parameters
+    ----------
+    data
+        AnnData or SpatialData annotated by :func:`omiclip.tl.annotate`.
+    key
+        ``key_added`` of the annotation: labels ``.obs[key]``, scores ``.obsm[key + "_scores"]``.
+    references
+        References to show (default: all).
+    labels
+        Add the label map as the last panel.
+    image_key
+        Draw this image under the spots (a SpatialData image element; ``"hires"``/``"lowres"`` for Visium
+        AnnData).
+    spatial_key
+        Positions in ``.obsm``.
+    table_key
+        Table of a SpatialData object with several tables.
+    size
+        Spot diameter in the units of ``spatial_key`` (default: the spots' own size with an image, else the
+        distance between neighbouring spots).
+    cmap
+        Colour map of the heat maps.
+    ncols
+        Panels per row.
+    ax
+        Axes to draw into, one per panel (default: a new figure).
+    save
+        Write the figure to this path.
+
+    Returns
+    -------
+    The list of axes: one per reference, then the label map.
+    """
+    table = get_table(data, table_key)
+    check_obs_key(table, key, made_by="oc.tl.annotate")
+    scores = _obsm_frame(table, f"{key}_scores", made_by="oc.tl.annotate", column="reference")
+    shown = _columns(scores, references, "references")
+    where = spots(data, spatial_key=spatial_key, image_key=image_key, table_key=table_key, size=size)
+
+    fig, axes = panels(ax, len(shown) + int(labels), ncols=ncols)
+    values = scores[shown].to_numpy(dtype=np.float64)
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    for panel, reference in zip(axes, shown, strict=False):
+        spot_panel(panel, where, scores[reference].to_numpy(), title=str(reference), cmap=cmap, vmin=low, vmax=high)
+    if labels:
+        label = table.obs[key].astype("category")
+        colors = table.uns.get(f"{key}_colors")
+        if colors is not None and len(colors) != len(label.cat.categories):
+            colors = None
+        spot_panel(axes[-1], where, label, title=key, colors=colors)
+    save_figure(fig, save)
+    return axes
+
+
+def proportions(
+    data,
+    *,
+    key: str = "omiclip_proportions",
+    cell_types: Sequence[str] | None = None,
+    truth_key: str | None = None,
+    image_key: str | None = None,
+    spatial_key: str = "spatial",
+    table_key: str | None = None,
+    size: float | None = None,
+    cmap: str = "viridis",
+    ncols: int = 4,
+    ax=None,
+    save: str | os.PathLike | None = None,
+) -> list:
+    """One panel per cell type: its estimated proportion in each spot, optionally beside the ground truth.
+
+    Parameters
+    ----------
+    data
+        AnnData or SpatialData with proportions from :func:`omiclip.tl.decompose`.
+    key
+        ``.obsm`` DataFrame of proportions, one column per cell type.
+    cell_types
+        Cell types to show (default: all).
+    truth_key
+        ``.obsm`` DataFrame of known proportions (e.g. ``"true_proportions"`` of the synthetic data): each cell
+        type's panel is followed by the truth on the same colour scale, and the estimate's title gives their
+        Pearson correlation across spots.
+    image_key
+        Draw this image under the spots.
+    spatial_key
+        Positions in ``.obsm``.
+    table_key
+        Table of a SpatialData object with several tables.
+    size
+        Spot diameter in the units of ``spatial_key``.
+    cmap
+        Colour map.
+    ncols
+        Panels per row.
+    ax
+        Axes to draw into, one per panel (default: a new figure).
+    save
+        Write the figure to this path.
+
+    Returns
+    -------
+    The list of axes: per cell type its estimate (and then its truth).
+    """
+    table = get_table(data, table_key)
+    estimate = _obsm_frame(table, key, made_by="oc.tl.decompose", column="cell type")
+    shown = _columns(estimate, cell_types, "cell types")
+    truth = None
+    if truth_key is not None:
+        truth = _obsm_frame(table, truth_key, made_by=None, column="cell type")
+        missing = [c for c in shown if c not in truth.columns]
+        if missing:
+            raise KeyError(f"`.obsm[{truth_key!r}]` lacks the cell types {missing[:5]}.")
+    where = spots(data, spatial_key=spatial_key, image_key=image_key, table_key=table_key, size=size)
+
+    fig, axes = panels(ax, len(shown) * (1 if truth is None else 2), ncols=ncols)
+    panel = iter(axes)
+    for cell_type in shown:
+        values = estimate[cell_type].to_numpy(dtype=np.float64)
+        high = np.nanmax(values)
+        title = str(cell_type)
+        if truth is not None:
+            true_values = truth[cell_type].to_numpy(dtype=np.float64)
+            high = max(high, np.nanmax(true_values))
+            title = f"{cell_type} (PCC {pearson(values, true_values):.2f})"
+        spot_panel(next(panel), where, values, title=title, cmap=cmap, vmin=0.0, vmax=high)
+        if truth is not None:
+            spot_panel(next(panel), where, true_values, title=f"{cell_type} (truth)", cmap=cmap, vmin=0.0, vmax=high)
+    save_figure(fig, save)
+    return axes
+
+
+def predex(
+    data,
+    predicted: AnnData | str,
+    *,
+    genes: Sequence[str] | None = None,
+    layer: str | None = None,
+    image_key: str | None = None,
+    spatial_key: str = "spatial",
+    table_key: str | None = None,
+    size: float | None = None,
+    cmap: str = "viridis",
+    ax=None,
+    save: str | os.PathLike | None = None,
+) -> list:
+    """Measured and predicted expression side by side, one row per gene, with their Pearson correlation.
+
+    Parameters
+    ----------
+    data
+        AnnData or SpatialData whose table holds the measured expression and the positions.
+    predicted
+        The AnnData returned by :func:`omiclip.tl.predex` (its observations must be in ``data``; only they are
+        drawn), or the ``key_added`` it wrote to ``.obsm``.
+    genes
+        Genes to show (default: the first four predicted).
+    layer
+        Layer of the measured expression (default ``X``).
+    image_key
+        Draw this image under the spots.
+    spatial_key
+        Positions in ``.obsm``.
+    table_key
+        Table of a SpatialData object with several tables.
+    size
+        Spot diameter in the units of ``spatial_key``.
+    cmap
+        Colour map.
+    ax
+        Axes to draw into, two per gene (default: a new figure).
+    save
+        Write the figure to this path.
+
+    Returns
+    -------
+    The list of axes: per gene the measured, then the predicted expression (titled with the PCC).
+    """
+    table = get_table(data, table_key)
+    prediction = _prediction(table, predicted)
+    genes = list(prediction.columns[:4]) if genes is None else ([genes] if isinstance(genes, str) else list(genes))
+    if not genes:
+        raise ValueError("`genes` is empty.")
+    not_predicted = [g for g in genes if g not in prediction.columns]
+    if not_predicted:
+        raise KeyError(f"Genes {not_predicted[:5]} were not predicted; pass them as `genes=` to `oc.tl.predex`.")
+    not_measured = [g for g in genes if g not in table.var_names]
+    if not_measured:
+        raise KeyError(f"Genes {not_measured[:5]} are not measured in the data (its `var_names`).")
+    rows = table.obs_names.get_indexer(prediction.index)
+    if (rows < 0).any():
+        raise KeyError(
+            f"{int((rows < 0).sum())} predicted observations are not in the data (e.g. "
+            f"{list(prediction.index[rows < 0][:3])}); pass the table the prediction was made for."
+        )
+    measured = _expression(table, genes, layer)[rows]
+    where = spots(data, spatial_key=spatial_key, image_key=image_key, table_key=table_key, size=size)
+    where = dataclasses.replace(where, xy=where.xy[rows])
+
+    fig, axes = panels(ax, 2 * len(genes), ncols=2)
+    for i, gene in enumerate(genes):
+        values = prediction[gene].to_numpy(dtype=np.float64)
+        spot_panel(axes[2 * i], where, measured[:, i], title=f"{gene} measured", cmap=cmap)
+        title = f"{gene} predicted (PCC {pearson(measured[:, i], values):.2f})"
+        spot_panel(axes[2 * i + 1], where, values, title=title, cmap=cmap)
+    save_figure(fig, save)
+    return axes
+
+
+def _obsm_frame(table: AnnData, key: str, *, made_by: str | None, column: str) -> pd.DataFrame:
+    if key not in table.obsm:
+        raise KeyError(f"Did not find {key!r} in `.obsm`." + (f" Run `{made_by}` first." if made_by else ""))
+    frame = table.obsm[key]
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"`.obsm[{key!r}]` must be a DataFrame with one column per {column}.")
+    return frame
+
+
+def _columns(frame: pd.DataFrame, chosen: Sequence[str] | None, what: str) -> list:
+    if chosen is None:
+        return list(frame.columns)
+    chosen = [chosen] if isinstance(chosen, str) else list(chosen)
+    missing = [c for c in chosen if c not in frame.columns]
+    if missing or not chosen:
+        raise KeyError(f"Unknown {what} {missing[:5]}; available: {list(frame.columns)[:10]}.")
+    return chosen
+
+
+def _prediction(table: AnnData, predicted: AnnData | str) -> pd.DataFrame:
+    """Predicted expression as a DataFrame, observations × genes."""
+    if isinstance(predicted, str):
+        return _obsm_frame(table, predicted, made_by="oc.tl.predex(..., key_added=...)", column="gene")
+    if not isinstance(predicted, AnnData):
+        raise TypeError(
+            f"`predicted` must be the AnnData returned by `oc.tl.predex` or an `.obsm` key, got {predicted!r}."
+        )
+    matrix = predicted.X.toarray() if sparse.issparse(predicted.X) else np.asarray(predicted.X)
+    return pd.DataFrame(matrix, index=predicted.obs_names, columns=predicted.var_names)
+
+
+def _expression(table: AnnData, genes: list[str], layer: str | None) -> np.ndarray:
+    if layer is not None and layer not in table.layers:
+        raise KeyError(f"Layer {layer!r} not found; available: {list(table.layers)}.")
+    matrix = table.X if layer is None else table.layers[layer]
+    if matrix is None:
+        raise ValueError("The data has no measured expression (`.X` is empty); pass `layer=`.")
+    selected = matrix[:, table.var_names.get_indexer(genes)]
+    return np.asarray(selected.toarray() if sparse.issparse(selected) else selected, dtype=np.float64)
