@@ -245,11 +245,6 @@ class TestAlignment:
         _, after = oc.pl.alignment(source, target, key="spatial_aligned_nonrigid", use_rep=None, image_key="he")
         assert len(after.images) == 1  # a warp cannot move an image by an affine: only the target's is drawn
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=ValueError,
-        reason="pp.tiles cannot choose between the 'global' and 'aligned' paths that tl.align registers",
-    )
     def test_images_after_tl_align_on_spatialdata(self, section):
         source, target = working_copy(section, copy=True), section
         for sdata in (source, target):
