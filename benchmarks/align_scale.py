@@ -147,7 +147,9 @@ def main() -> None:
                 continue
             row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(row)
-            its = f"{row.get('iterations', '')}" + (f"+{row['refine_iterations']}" if "refine_iterations" in row else "")
+            its = f"{row.get('iterations', '')}" + (
+                f"+{row['refine_iterations']}" if "refine_iterations" in row else ""
+            )
             print(
                 f"{method:<20}{n:>8}{row['seconds']:>10.1f}{row['peak_rss_gib']:>10.2f}{row['error_um']:>10.1f}{its:>12}"
             )
