@@ -1,4 +1,4 @@
-"""Command line: ``omiclip demo`` (``python -m omiclip demo``)."""
+"""Command line: ``omiclip {embed,finetune,align,demo}`` (or ``python -m omiclip``) on SpatialData zarr stores."""
 
 from __future__ import annotations
 
@@ -6,28 +6,179 @@ import argparse
 import json
 import sys
 
+EPILOG = "Results are written back into the stores element by element; a failure leaves every stored element intact."
+
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="omiclip", description="OmiCLIP / Loki for scverse.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    """Run the command line; returns the exit code (0 ok, 1 bad input or failure, 2 bad arguments)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    import scanpy as sc
+
+    sc.settings.verbosity = "hint"  # say what is written where
+    try:
+        return args.run(args)
+    except (KeyError, ValueError, TypeError, FileNotFoundError, NotADirectoryError, RuntimeError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"omiclip {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="omiclip", description="OmiCLIP / Loki for scverse.", epilog=EPILOG)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    embed = commands.add_parser("embed", help="embed a store's spots: gene sentences or H&E tiles", epilog=EPILOG)
+    embed.add_argument("store", help="SpatialData zarr store")
+    embed.add_argument("--modality", choices=["text", "image"], required=True)
+    _model_arguments(embed)
+    embed.add_argument("--image-key", help="image element (image modality; default: the only one)")
+    embed.add_argument("--table", help="table element (default: the only one)")
+    embed.add_argument("--batch-size", type=int, default=64)
+    embed.add_argument("--key-added", help="obsm key (default X_omiclip_{modality})")
+    embed.set_defaults(run=_embed)
+
+    finetune = commands.add_parser("finetune", help="fine-tune on the (tile, sentence) pairs of stores", epilog=EPILOG)
+    finetune.add_argument("stores", nargs="+", help="SpatialData zarr stores with an H&E image and counts")
+    finetune.add_argument("--out", required=True, help="checkpoint file to write (read it with --checkpoint)")
+    _model_arguments(finetune)
+    finetune.add_argument("--image-key", help="image element (default: the only one)")
+    finetune.add_argument("--epochs", type=int, default=10)
+    finetune.add_argument("--batch-size", type=int, default=64)
+    finetune.add_argument("--lr", type=float, default=5e-6, help="official 5e-6 for the pretrained model")
+    finetune.add_argument("--seed", type=int, default=0)
+    finetune.set_defaults(run=_finetune)
+
+    align = commands.add_parser(
+        "align",
+        help="align SOURCE onto TARGET (Loki Align); writes SOURCE's table and shapes",
+        epilog="Writes the source table (obsm spatial_aligned, uns omiclip/align with the 3×3 matrix) and the "
+        "source's shapes (a transformation to the 'aligned' coordinate system). " + EPILOG,
+    )
+    align.add_argument("source", help="SpatialData zarr store to move")
+    align.add_argument("target", help="SpatialData zarr store that stays put (read only)")
+    align.add_argument("--use-rep", default="X_omiclip_text", help="source embedding; 'none' for coordinates only")
+    align.add_argument("--target-rep", help="target embedding (default: --use-rep)")
+    align.add_argument("--mode", choices=["rigid", "nonrigid"], default="rigid")
+    align.add_argument("--key-added", default="spatial_aligned")
+    align.add_argument("--max-points", type=int, default=5000)
+    align.add_argument("--device", help="torch device (default: cuda if available)")
+    align.set_defaults(run=_align)
+
     demo = commands.add_parser("demo", help="end-to-end demo on synthetic tissue (offline, CPU, omiclip-tiny)")
     demo.add_argument("--out", default="omiclip_demo", help="folder for the outputs (default: %(default)s)")
     demo.add_argument("--size-um", type=float, default=3000.0, help="side of the synthetic slide in µm")
     demo.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    demo.set_defaults(run=_demo)
+    return parser
 
-    if args.command == "demo":
-        import scanpy as sc
 
-        from ._demo import run_demo
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="omiclip", help="omiclip, omiclip-tiny or a config json")
+    parser.add_argument(
+        "--checkpoint", help="local checkpoint (default: $OMICLIP_CHECKPOINT or ~/.cache/omiclip/checkpoint.pt)"
+    )
+    parser.add_argument("--device", help="torch device (default: cuda if available)")
 
-        sc.settings.verbosity = "hint"  # say what is written where
 
-        summary = run_demo(args.out, size_um=args.size_um, epochs=args.epochs, seed=args.seed)
-        print("omiclip demo summary")
-        print(json.dumps(summary, indent=2))
+def _read(path: str):
+    from pathlib import Path
+
+    import spatialdata as sd
+
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"{path} is not a zarr store (no such folder).")
+    return sd.read_zarr(path)
+
+
+def _table_name(sdata, table: str | None) -> str:
+    names = list(sdata.tables)
+    if table is None:
+        if len(names) != 1:
+            raise ValueError(f"The store has {len(names)} tables ({names}); choose one with --table.")
+        return names[0]
+    if table not in names:
+        raise KeyError(f"Table {table!r} not found; tables: {names}.")
+    return table
+
+
+def _embed(args) -> int:
+    import omiclip as oc
+    from omiclip.io import write_elements
+
+    sdata = _read(args.store)
+    table = _table_name(sdata, args.table)
+    if args.modality == "text" and "gene_sentence" not in sdata.tables[table].obs:
+        oc.pp.gene_sentences(sdata, table_key=table)
+    oc.tl.embed(
+        sdata,
+        modality=args.modality,
+        model=args.model,
+        checkpoint=args.checkpoint,
+        image_key=args.image_key,
+        batch_size=args.batch_size,
+        device=args.device,
+        key_added=args.key_added,
+        table_key=table,
+    )
+    write_elements(sdata, table)
+    print(f"wrote {args.store}: table {table!r}")
+    return 0
+
+
+def _finetune(args) -> int:
+    import omiclip as oc
+
+    sections = [_read(path) for path in args.stores]
+    for sdata in sections:
+        for table in sdata.tables:
+            if "gene_sentence" not in sdata.tables[table].obs:
+                oc.pp.gene_sentences(sdata, table_key=table)
+    oc.tl.finetune(
+        sections if len(sections) > 1 else sections[0],
+        model=args.model,
+        checkpoint=args.checkpoint,
+        image_key=args.image_key,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        save=args.out,
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _align(args) -> int:
+    import omiclip as oc
+    from omiclip.io import write_elements
+
+    source, target = _read(args.source), _read(args.target)
+    table = _table_name(source, None)
+    use_rep = None if args.use_rep.lower() == "none" else args.use_rep
+    oc.tl.align(
+        source,
+        target,
+        use_rep=use_rep,
+        target_rep=args.target_rep,
+        mode=args.mode,
+        key_added=args.key_added,
+        max_points=args.max_points,
+        device=args.device,
+    )
+    write_elements(source, [table, *source.shapes])
+    print(f"wrote {args.source}: table {table!r} and shapes {list(source.shapes)}")
+    return 0
+
+
+def _demo(args) -> int:
+    from omiclip._demo import run_demo
+
+    summary = run_demo(args.out, size_um=args.size_um, epochs=args.epochs, seed=args.seed)
+    print("omiclip demo summary")
+    print(json.dumps(summary, indent=2))
     return 0
 
 

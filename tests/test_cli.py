@@ -1,0 +1,60 @@
+"""The command line on zarr stores: results land in the store, bad input gives one line and a non-zero exit."""
+
+import numpy as np
+import pytest
+import spatialdata as sd
+
+import omiclip as oc
+from omiclip.__main__ import main
+
+
+@pytest.fixture
+def store(section, tmp_path):
+    path = tmp_path / "section.zarr"
+    section.write(path)
+    return str(path)
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert all(command in out for command in ("embed", "finetune", "align", "demo"))
+
+
+def test_embed_writes_into_the_store(store):
+    assert main(["embed", store, "--modality", "text", "--model", "omiclip-tiny"]) == 0
+    table = sd.read_zarr(store).tables["table"]
+    assert table.obsm["X_omiclip_text"].shape == (table.n_obs, 128)
+    np.testing.assert_allclose(np.linalg.norm(table.obsm["X_omiclip_text"], axis=1), 1, rtol=1e-5)
+    assert "gene_sentence" in table.obs
+
+
+def test_bad_input_is_one_line_and_leaves_the_store_alone(store, tmp_path, capsys):
+    assert main(["embed", str(tmp_path / "missing.zarr"), "--modality", "text"]) == 1
+    assert "no such folder" in capsys.readouterr().err
+    assert main(["embed", store, "--modality", "image", "--model", "omiclip-tiny", "--image-key", "nope"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("omiclip embed: error:") and "nope" in err and "\n" not in err
+    table = sd.read_zarr(store).tables["table"]
+    assert "X_omiclip_image" not in table.obsm
+
+
+def test_align_moves_the_source_store(section, store, tmp_path):
+    target = tmp_path / "target.zarr"
+    section.write(target)
+    for path in (store, str(target)):
+        assert main(["embed", path, "--modality", "text", "--model", "omiclip-tiny"]) == 0
+    assert main(["align", store, str(target)]) == 0
+    moved = sd.read_zarr(store)
+    assert moved.tables["table"].obsm["spatial_aligned"].shape == (moved.tables["table"].n_obs, 2)
+    assert "aligned" in sd.transformations.get_transformation(moved.shapes["spots"], get_all=True)
+    assert "spatial_aligned" not in sd.read_zarr(target).tables["table"].obsm  # the target is read only
+
+
+def test_finetune_writes_a_checkpoint_that_loads(store, tmp_path):
+    checkpoint = tmp_path / "tuned.pt"
+    args = ["finetune", store, "--out", str(checkpoint), "--model", "omiclip-tiny", "--epochs", "1", "--lr", "5e-4"]
+    assert main(args) == 0
+    assert oc.models.load("omiclip-tiny", checkpoint=checkpoint).checkpoint_sha256
