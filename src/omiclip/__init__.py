@@ -2,7 +2,7 @@
 
 from importlib.metadata import version
 
-from . import datasets, metrics, models, pl, pp, tl
+from . import datasets, io, metrics, models, pl, pp, tl
 
-__all__ = ["datasets", "metrics", "models", "pl", "pp", "tl"]
+__all__ = ["datasets", "io", "metrics", "models", "pl", "pp", "tl"]
 __version__ = version("omiclip")

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from anndata import AnnData
@@ -17,10 +17,14 @@ from omiclip._anndata import (
     record,
     working_copy,
 )
+from omiclip._core import distributed
 from omiclip.models import Encoder, load
 from omiclip.models._encoder import Precision
 from omiclip.pp._tiles import HIRES_UM_PER_PX, Tiles
 from omiclip.pp._tiles import tiles as tiles_of
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 def embed(
@@ -39,6 +43,7 @@ def embed(
     precision: Precision = "fp32",
     key_added: str | None = None,
     table_key: str | None = None,
+    client: Client | None = None,
     progress: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -67,12 +72,19 @@ def embed(
         Observations per forward pass.
     device
         Where to run; ``None`` picks CUDA when present. An :class:`~omiclip.models.Encoder` is moved there.
+        With ``client``: the device on each worker (``None``: CUDA where the worker has it).
     precision
         ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast on CUDA.
     key_added
         ``.obsm`` key; default ``X_omiclip_{modality}``.
     table_key
         Table of a SpatialData object with several tables.
+    client
+        A :class:`dask.distributed.Client`: tiles are read and encoded on its workers (images only). Each
+        worker reads its own windows straight from the image's zarr store, so ``data`` must be read from zarr
+        (:func:`spatialdata.read_zarr`), and loads the model once from ``model`` and ``checkpoint`` (a
+        fine-tuned :class:`~omiclip.models.Encoder` must have been saved: pass its checkpoint path). Results
+        equal the single-process ones, in the same order. GPU clusters: one worker per GPU (dask-cuda).
     progress
         Show a progress bar.
     copy
@@ -90,6 +102,8 @@ def embed(
     """
     if modality not in ("text", "image"):
         raise ValueError(f"modality must be 'text' or 'image', got {modality!r}.")
+    if client is not None and modality == "text":
+        raise ValueError("`client` distributes image tiles; embed gene sentences without it (they are cheap).")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
     if modality == "text":
@@ -108,38 +122,44 @@ def embed(
         adata = get_table(data, table_key)
         if not tiles.obs_names.equals(adata.obs_names):
             raise ValueError("The tiles belong to other observations than the table: make them from this object.")
-    encoder = _as_encoder(model, checkpoint=checkpoint, device=device)
+    if client is None:
+        encoder = _as_encoder(model, checkpoint=checkpoint, device=device)
+        facts, where = distributed.model_facts(encoder), str(encoder.device)
+    else:
+        worker_model = distributed.worker_model(model, checkpoint=checkpoint, device=device)
+        read_region = distributed.zarr_regions(tiles.level.array)
+        facts, where = distributed.describe(client, worker_model), f"{len(client.nthreads())} dask workers"
 
     key = embedding_key(modality, key_added)
     what = "gene sentences" if modality == "text" else "tiles"
-    start = logg.info(f"embedding {adata.n_obs} {what} with {encoder.name!r} on {encoder.device}")
+    start = logg.info(f"embedding {adata.n_obs} {what} with {facts['model']!r} on {where}")
     if modality == "text":
         embeddings = encoder.encode_text(
             sentences.tolist(), batch_size=batch_size, precision=precision, progress=progress
         )
         details = {"sentence_key": sentence_key, "n_genes_in_context": encoder.genes_in_context(sentences)}
     else:
-        embeddings = encoder.encode_image_batches(
-            tiles.batches(batch_size), len(tiles), precision=precision, progress=progress
-        )
+        if client is None:
+            embeddings = encoder.encode_image_batches(
+                tiles.batches(batch_size), len(tiles), precision=precision, progress=progress
+            )
+        else:
+            embeddings = distributed.embed_windows(
+                client,
+                tiles.windows,
+                read_region,
+                worker_model,
+                batch_size=batch_size,
+                precision=precision,
+                progress=progress,
+            )
         details = {**tiles.params, "n_padded": tiles.n_padded}
 
     data = working_copy(data, copy)
     adata = get_table(data, table_key)
     adata.obsm[key] = embeddings
     runs = dict(adata.uns.get(UNS_KEY, {}).get("embed", {}))
-    runs[key] = {
-        "modality": modality,
-        "key_added": key,
-        "model": encoder.name,
-        "architecture": encoder.architecture,
-        "checkpoint": str(encoder.checkpoint) if encoder.checkpoint else None,
-        "checkpoint_sha256": encoder.checkpoint_sha256,
-        "seed": encoder.seed,
-        "embed_dim": encoder.embed_dim,
-        "precision": precision,
-        **details,
-    }
+    runs[key] = {"modality": modality, "key_added": key, **facts, "precision": precision, **details}
     record(adata, "embed", runs)
     logg.finished(start, [(key, f"{modality} embeddings (obsm)")])
     return data if copy else None
