@@ -194,7 +194,7 @@ class TestWriteElements:
         old.parent.mkdir(parents=True)
         (path / "tables" / "table").rename(old)  # the state a crash between the renames leaves
         (path / _zarr.STAGING / "new").mkdir()
-        with pytest.raises(Exception):  # noqa: B017 - whatever spatialdata raises for a missing element
+        with pytest.raises(FileNotFoundError):
             spatialdata.read_zarr(path)
         oc.io.recover(path)
         assert spatialdata.read_zarr(path).tables["table"].n_obs > 0
