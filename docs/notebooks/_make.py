@@ -2,7 +2,7 @@
 
     PYTHONPATH=src .venv/bin/python docs/notebooks/_make.py                 # all, in order, from scratch
     PYTHONPATH=src .venv/bin/python docs/notebooks/_make.py align predex    # some (reuses tutorial_models/)
-    PYTHONPATH=src .venv/bin/python docs/notebooks/_make.py --no-execute    # sources -> .ipynb only
+    PYTHONPATH=src .venv/bin/python docs/notebooks/_make.py --prose-only finetune_embed   # Markdown edits only
 
 Sources are ``sources/{name}.py`` in the percent format: ``# %%`` starts a code cell, ``# %% [markdown]`` a
 Markdown cell whose lines are written as ``# text``. Sphinx renders the committed outputs
@@ -81,23 +81,37 @@ def execute(notebook: nbformat.NotebookNode) -> float:
     return seconds
 
 
+def keep_outputs(notebook: nbformat.NotebookNode, path: Path) -> None:
+    """Take the outputs of the executed notebook at ``path``, whose code cells must be exactly those of ``notebook``."""
+    old = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    new = [c for c in notebook.cells if c.cell_type == "code"]
+    if [c.source for c in old] != [c.source for c in new]:
+        raise SystemExit(f"{path.name}: code cells changed since it was executed; run without --prose-only.")
+    for before, after in zip(old, new, strict=True):
+        after.outputs, after.execution_count = before.outputs, before.execution_count
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("names", nargs="*", help=f"notebooks to build, of {ORDER} (default: all)")
-    parser.add_argument("--no-execute", action="store_true")
+    parser.add_argument("--prose-only", action="store_true", help="rebuild Markdown, keep the executed outputs")
     args = parser.parse_args()
     names = args.names or ORDER
     unknown = set(names) - set(ORDER)
     if unknown:
         parser.error(f"unknown notebooks {sorted(unknown)}; choose from {ORDER}")
-    if not args.names and not args.no_execute and MODELS.exists():
+    if not args.names and not args.prose_only and MODELS.exists():
         shutil.rmtree(MODELS)
     for name in names:
         notebook = build(name)
-        seconds = 0.0 if args.no_execute else execute(notebook)
         path = HERE / f"{name}.ipynb"
+        if args.prose_only:
+            keep_outputs(notebook, path)
+            done = "outputs kept"
+        else:
+            done = f"executed in {execute(notebook):.0f} s"
         nbformat.write(notebook, path)
-        print(f"{name}: executed in {seconds:.0f} s, {path.stat().st_size / 1024:.0f} KiB", flush=True)
+        print(f"{name}: {done}, {path.stat().st_size / 1024:.0f} KiB", flush=True)
     return 0
 
 

@@ -87,7 +87,12 @@ def report(predicted):
 
 
 report(table.obs["omiclip_annotation"])
-print("written:", "obs['omiclip_annotation'],", "obsm['omiclip_annotation_scores'],", list(table.uns["omiclip"]["annotate"]))
+print(
+    "written:",
+    "obs['omiclip_annotation'],",
+    "obsm['omiclip_annotation_scores'],",
+    list(table.uns["omiclip"]["annotate"]),
+)
 
 # %% [markdown]
 # ## Synthetic tissue: bulk profiles
@@ -159,8 +164,10 @@ if HAVE_HER2ST:
     labelled = t.obs["label"].isin(list(her2st_markers)).to_numpy()
     truth, predicted = t.obs["label"][labelled].astype(str), t.obs["omiclip_annotation"][labelled].astype(str)
     majority = truth.value_counts().index[0]
-    print(f"{labelled.sum()} labelled spots; weighted F1 {oc.metrics.weighted_f1(truth, predicted):.3f}, "
-          f"always '{majority}' {oc.metrics.weighted_f1(truth, [majority] * len(truth)):.3f}")
+    print(
+        f"{labelled.sum()} labelled spots; weighted F1 {oc.metrics.weighted_f1(truth, predicted):.3f}, "
+        f"always '{majority}' {oc.metrics.weighted_f1(truth, [majority] * len(truth)):.3f}"
+    )
     print(pd.crosstab(truth, predicted))
 
 # %%
@@ -173,7 +180,7 @@ if HAVE_HER2ST:
     fig.tight_layout(rect=(0, 0.07, 1, 1))
 
 # %% [markdown]
-# On A1 the tiny model, trained from scratch on ~370 spots of another patient, calls almost every spot invasive
-# cancer, so its weighted F1 is about that of always answering the most frequent label; the benchmark in
-# `docs/benchmarks.md` (longer training) lands below it. Marker-based annotation of real tissue relies on the
-# pretrained OmiCLIP's text encoder, which has read millions of sentences of this kind.
+# On A1 the tiny model, trained from scratch on ~370 spots of another patient, calls most spots invasive cancer
+# (and many others immune infiltrate), so its weighted F1 is about that of always answering the most frequent
+# label; the benchmark in `docs/benchmarks.md` (longer training) lands below it. Marker-based annotation of real
+# tissue relies on the pretrained OmiCLIP's text encoder, trained on 2.2 million gene sentences.

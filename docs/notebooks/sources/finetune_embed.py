@@ -45,7 +45,7 @@ sections = [oc.datasets.synthetic_tissue(section=k, size_um=2000, um_per_px=2.0,
 train, test = sections
 for sdata in sections:
     oc.pp.gene_sentences(sdata)  # obs["gene_sentence"]: the top 50 expressed genes, highest first
-train
+print(train)
 
 # %%
 table = train.tables["table"]
@@ -87,9 +87,7 @@ print("untrained, section 1:", recall(test, untrained))
 
 # %%
 MODELS.mkdir(exist_ok=True)
-tuned = oc.tl.finetune(
-    train, model=untrained, epochs=10, lr=5e-4, seed=0, save=MODELS / "synthetic.pt", progress=False
-)
+tuned = oc.tl.finetune(train, model=untrained, epochs=10, lr=5e-4, seed=0, save=MODELS / "synthetic.pt", progress=False)
 print("loss per epoch:", np.round(tuned.history, 3))
 print("section 1 after fine-tuning on section 0:", recall(test, tuned))
 
@@ -139,9 +137,11 @@ for label, key in (
     print(f"{label:<20}{oc.metrics.calinski_harabasz(t.obsm[key], t.obs['domain']):8.1f}")
 
 # %% [markdown]
-# Domains are not what training adds here: the synthetic domains differ in colour and nuclear density, which even
-# a random image network separates, and their gene sentences differ in the genes they name. What fine-tuning adds
-# is the link between the two towers, measured by the retrieval above: a tile now points to its own transcriptome.
+# Training turns the text tower from near-random into one that separates the domains. The image tower separated
+# them before training, because the synthetic domains differ in colour and nuclear density, which even a random
+# image network picks up; training reshapes it towards what the text tower can match. What fine-tuning adds above
+# all is the link between the two towers, measured by the retrieval above: a tile now points to its own
+# transcriptome.
 
 # %% [markdown]
 # ## HER2+ breast cancer (HER2ST)

@@ -72,7 +72,7 @@ for table in (ref, q):
     log_normalise(table)
 
 predicted = oc.tl.predex(query, reference, genes=ref.var_names, layer="log1p", key_added="predex", progress=False)
-predicted
+print(predicted)
 
 # %% [markdown]
 # `oc.tl.predex` returns an AnnData of predictions (query observations × genes) with its parameters in
@@ -88,7 +88,9 @@ genes = predicted.var_names
 truth = q[:, genes].layers["log1p"].toarray()
 variants = {
     "PredEx, official rule": predicted.X,
-    "PredEx, clip_negative=True": oc.tl.predex(query, reference, genes=genes, layer="log1p", clip_negative=True, progress=False).X,
+    "PredEx, clip_negative=True": oc.tl.predex(
+        query, reference, genes=genes, layer="log1p", clip_negative=True, progress=False
+    ).X,
     "PredEx, k=50": oc.tl.predex(query, reference, genes=genes, layer="log1p", k=50, progress=False).X,
     "reference mean": np.broadcast_to(ref[:, genes].layers["log1p"].toarray().mean(axis=0), truth.shape),
 }
@@ -105,13 +107,15 @@ for label, values in variants.items():
 # %%
 similarity = q.obsm["X_omiclip_image"] @ ref.obsm["X_omiclip_text"].T
 total = similarity.sum(axis=1)
-print(f"similarities from {similarity.min():.2f} to {similarity.max():.2f}; "
-      f"{(total < 0).sum()} of {q.n_obs} tiles have a negative sum (Σ s_j from {total.min():.1f} to {total.max():.1f})")
+print(
+    f"similarities from {similarity.min():.2f} to {similarity.max():.2f}; "
+    f"{(total < 0).sum()} of {q.n_obs} tiles have a negative sum (Σ s_j from {total.min():.1f} to {total.max():.1f})"
+)
 
 # %% [markdown]
 # Clipping the negative weights, or keeping the 50 most similar reference spots (or softmax weights), removes the
-# problem. With the pretrained OmiCLIP, similarities between matching tissue are larger and the official rule is
-# usable as is (the paper's setting); with another model, check the sums or use `k=`. Below, `k=50`.
+# problem. The paper applies the official rule to the pretrained OmiCLIP; with any other model, check these sums
+# or use `k=`. Below, `k=50`.
 
 # %%
 top50 = variants["PredEx, k=50"]
@@ -161,14 +165,23 @@ if HAVE_HER2ST:
     official = oc.tl.predex(c4, ref_her2st, n_top_genes=100, layer="log1p", progress=False)
     prediction = oc.tl.predex(c4, ref_her2st, genes=official.var_names, layer="log1p", k=50, progress=False)
     truth_c4 = measured[:, prediction.var_names].layers["log1p"].toarray()
-    mean_c4 = np.broadcast_to(ref_her2st[:, prediction.var_names].layers["log1p"].toarray().mean(axis=0), truth_c4.shape)
+    mean_c4 = np.broadcast_to(
+        ref_her2st[:, prediction.var_names].layers["log1p"].toarray().mean(axis=0), truth_c4.shape
+    )
     print(f"{'C4, 100 genes':<30}{'median PCC':>11}{'MSE':>8}")
-    for label, values in (("PredEx, official rule", official.X), ("PredEx, k=50", prediction.X), ("reference mean", mean_c4)):
+    for label, values in (
+        ("PredEx, official rule", official.X),
+        ("PredEx, k=50", prediction.X),
+        ("reference mean", mean_c4),
+    ):
         scores = np.nan_to_num(oc.metrics.pearson(truth_c4, values))
         print(f"{label:<30}{np.median(scores):11.3f}{oc.metrics.mse(truth_c4, values):8.3f}")
     pcc_c4 = np.nan_to_num(oc.metrics.pearson(truth_c4, prediction.X))
     best = np.argsort(-pcc_c4)[:5]
-    print("best-predicted genes (k=50):", {g: round(float(r), 2) for g, r in zip(prediction.var_names[best], pcc_c4[best])})
+    print(
+        "best-predicted genes (k=50):",
+        {g: round(float(r), 2) for g, r in zip(prediction.var_names[best], pcc_c4[best], strict=True)},
+    )
 
 # %%
 if HAVE_HER2ST:

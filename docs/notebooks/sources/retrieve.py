@@ -58,7 +58,10 @@ oc.tl.embed(query, modality="image", model=model, progress=False)
 oc.tl.retrieve(query, bank, k=10, progress=False)  # use_rep="X_omiclip_image", reference_rep="X_omiclip_text"
 q, b = query.tables["table"], bank.tables["table"]
 print("obsm['omiclip_retrieved']:", q.obsm["omiclip_retrieved"].shape, q.obsm["omiclip_retrieved"].dtype)
-print("best matches of the first query:", q.uns["omiclip"]["retrieve"]["reference_obs_names"][q.obsm["omiclip_retrieved"][0, :5]])
+print(
+    "best matches of the first query:",
+    q.uns["omiclip"]["retrieve"]["reference_obs_names"][q.obsm["omiclip_retrieved"][0, :5]],
+)
 print("their similarities:", np.round(q.obsm["omiclip_retrieved_scores"][0, :5], 3))
 
 # %% [markdown]
@@ -71,15 +74,16 @@ truth = q.obs["domain"].to_numpy()
 retrieved_domains = b.obs["domain"].to_numpy()[q.obsm["omiclip_retrieved"]]
 top1 = (retrieved_domains[:, 0] == truth).mean()
 vote = np.array([max(set(row), key=list(row).count) for row in retrieved_domains])
-chance = sum(
-    (q.obs["domain"] == d).mean() * (b.obs["domain"] == d).mean() for d in q.obs["domain"].cat.categories
+chance = sum((q.obs["domain"] == d).mean() * (b.obs["domain"] == d).mean() for d in q.obs["domain"].cat.categories)
+print(
+    f"same domain as the query: best match {top1:.3f}, majority of the top 10 {(vote == truth).mean():.3f}; chance {chance:.3f}"
 )
-print(f"same domain as the query: best match {top1:.3f}, majority of the top 10 {(vote == truth).mean():.3f}; chance {chance:.3f}")
 
 # %% [markdown]
 # Retrieved transcriptomes come with their own tiles. Rows: three query tiles of section 1 (left; invasive cancer,
 # adipose tissue, immune infiltrate) and the tiles of the four section-0 spots whose transcriptomes they retrieved,
 # best first, with the cosine similarity.
+
 
 # %%
 def gallery(query_sdata, bank_sdata, rows, tile_um, n=4):
@@ -103,7 +107,10 @@ def gallery(query_sdata, bank_sdata, rows, tile_um, n=4):
 # one example per domain: the spot with the most neighbours of its own domain, so that its tile shows that tissue
 neighbours = cKDTree(q.obsm["spatial"]).query(q.obsm["spatial"], k=7)[1][:, 1:]
 own_kind = (truth[neighbours] == truth[:, None]).mean(axis=1)
-examples = [int(np.argmax(np.where(truth == d, own_kind, -1))) for d in ("invasive cancer", "adipose tissue", "immune infiltrate")]
+examples = [
+    int(np.argmax(np.where(truth == d, own_kind, -1)))
+    for d in ("invasive cancer", "adipose tissue", "immune infiltrate")
+]
 gallery(query, bank, examples, tile_um=150)
 
 # %% [markdown]
@@ -148,7 +155,11 @@ if HAVE_HER2ST:
     random_spots = rng.integers(0, bank_her2st.n_obs, size=(t4.n_obs, 10))
     closest = np.argsort(-(query_dev @ bank_dev.T) / np.linalg.norm(bank_dev, axis=1), axis=1)[:, :10]
     retrieved = agreement(t4.obsm["omiclip_retrieved"])
-    for label, neighbours in (("random", random_spots), ("omiclip-tiny retrieval", t4.obsm["omiclip_retrieved"]), ("best possible (by expression)", closest)):
+    for label, neighbours in (
+        ("random", random_spots),
+        ("omiclip-tiny retrieval", t4.obsm["omiclip_retrieved"]),
+        ("best possible (by expression)", closest),
+    ):
         print(f"{label:<32} median correlation {np.median(agreement(neighbours)):.3f}")
 
 # %%
@@ -166,7 +177,7 @@ if HAVE_HER2ST:
     fig.tight_layout()
 
 # %% [markdown]
-# On the synthetic pair a tile's best match comes from its own domain about twice as often as chance would have
+# On the synthetic pair a tile's best match comes from its own domain nearly twice as often as chance would have
 # it. On HER2ST, what the tiny model retrieves lies between random spots and the best possible choice: it
 # reproduces a part of each spot's expression pattern. The paper's retrieval results use the pretrained OmiCLIP
 # with a bank of millions of spots.
