@@ -114,8 +114,8 @@ print(
 
 # %% [markdown]
 # Clipping the negative weights, or keeping the 50 most similar reference spots (or softmax weights), removes the
-# problem. With the pretrained OmiCLIP, similarities between matching tissue are larger and the official rule is
-# usable as is (the paper's setting); with another model, check the sums or use `k=`. Below, `k=50`.
+# problem. The paper applies the official rule to the pretrained OmiCLIP; with any other model, check these sums
+# or use `k=`. Below, `k=50`.
 
 # %%
 top50 = variants["PredEx, k=50"]

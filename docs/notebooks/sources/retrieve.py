@@ -177,7 +177,7 @@ if HAVE_HER2ST:
     fig.tight_layout()
 
 # %% [markdown]
-# On the synthetic pair a tile's best match comes from its own domain about twice as often as chance would have
+# On the synthetic pair a tile's best match comes from its own domain nearly twice as often as chance would have
 # it. On HER2ST, what the tiny model retrieves lies between random spots and the best possible choice: it
 # reproduces a part of each spot's expression pattern. The paper's retrieval results use the pretrained OmiCLIP
 # with a bank of millions of spots.
