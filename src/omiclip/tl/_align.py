@@ -266,8 +266,7 @@ def align_stack(
     order = sorted((i for i in range(n) if i != reference), key=lambda i: abs(i - reference))
     for i in order:
         towards = (i - 1 if i > reference else i + 1) if chain_neighbours else reference
-        moved = get_table(working_copy(sections[i], copy=True), table_key)
-        moved = moved.copy()  # an AnnData copy is all align needs to write into
+        moved = get_table(sections[i], table_key).copy()  # an AnnData copy is all align needs to write into
         align(
             moved,
             get_table(sections[towards]),
