@@ -106,12 +106,15 @@ def run_all(source: AnnData, target: AnnData, *, image: bool, seed: int = 0) -> 
         seconds[name] = time.perf_counter() - tic
         return out
 
-    reps = [("omiclip (text)", "X_omiclip_text", None)]
-    if image:
-        reps.append(("omiclip (image→text)", "X_omiclip_image", "X_omiclip_text"))
-    reps += [("CPD on PCA", "X_pca", None), ("omiclip, coordinates only", None, None)]
-    for name, use_rep, target_rep in reps:
-        result, converged = timed(name, lambda u=use_rep, t=target_rep: omiclip(source, target, u, t, seed=seed))
+    reps = [("omiclip (text)", "X_omiclip_text", None, {})]
+    if image:  # centred by default (two representations); uncentred as the official code
+        reps.append(("omiclip (image→text)", "X_omiclip_image", "X_omiclip_text", {}))
+        reps.append(("omiclip (image→text, not centred)", "X_omiclip_image", "X_omiclip_text", {"center": False}))
+    reps += [("CPD on PCA", "X_pca", None, {}), ("omiclip, coordinates only", None, None, {})]
+    for name, use_rep, target_rep, options in reps:
+        result, converged = timed(
+            name, lambda u=use_rep, t=target_rep, o=options: omiclip(source, target, u, t, seed=seed, **o)
+        )
         for mode, xy in result.items():
             coords[f"{name}, {mode}"] = xy
         info[name] = {"converged": converged}

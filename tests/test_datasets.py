@@ -81,6 +81,12 @@ class TestSyntheticTissue:
         agree = (first.obs["domain"].to_numpy()[nearest] == second.obs["domain"].to_numpy()).mean()
         assert agree > 0.8
 
+    def test_noisy_positions_stay_on_the_slide(self):
+        table = oc.datasets.synthetic_tissue(size_um=1500, image=False, seed=2, position_noise_um=100).tables["table"]
+        moved = np.linalg.norm(table.obsm["spatial"] - table.obsm["true_spatial"], axis=1)
+        assert moved.mean() > 50  # the noise is there ...
+        assert table.obsm["spatial"].min() >= 0 and table.obsm["spatial"].max() <= 1500  # ... but not off the slide
+
     def test_reference(self):
         ref = oc.datasets.synthetic_reference(n_cells=700, seed=1)
         assert ref.n_obs == 700 and set(ref.obs["cell_type"].cat.categories) == set(MARKERS)

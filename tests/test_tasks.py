@@ -1,5 +1,7 @@
 """Annotate, retrieve and predex on data with known answers."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -99,6 +101,16 @@ class TestPredex:
         result = oc.tl.predex(query, reference, n_top_genes=1, key_added="predicted", progress=False)
         assert result.var_names.tolist() == ["G2"]  # mean 4 > 3
         assert query.obsm["predicted"].columns.tolist() == ["G2"]
+
+    def test_weights_summing_to_at_most_zero_are_flagged(self, small):
+        query, reference = small
+        query.obsm["X_omiclip_image"][0] = [-1.0, 0.0]  # similarities (-1, 0, 0.6): sum -0.4, the sign flips
+        with pytest.warns(RuntimeWarning, match="1 of 2 observations sum to <= 0"):
+            flipped = oc.tl.predex(query, reference, progress=False)
+        np.testing.assert_allclose(flipped.X[0], [(-1 + 3) / -0.4, (-10 + 1.2) / -0.4], rtol=1e-5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            oc.tl.predex(query, reference, k=1, progress=False)  # the nearest reference: a positive weight
 
     def test_errors(self, small):
         query, reference = small

@@ -94,6 +94,33 @@ def get_rep(adata: AnnData, use_rep: str, *, made_by: str = "oc.tl.embed") -> np
     return rep
 
 
+def get_coordinates(
+    adata: AnnData,
+    key: str = "spatial",
+    *,
+    made_by: str | None = None,
+    name: str = "the data",
+    first_two: bool = False,
+    finite: bool = True,
+) -> np.ndarray:
+    """``(n_obs, 2)`` float64 x/y from ``.obsm[key]``, with the errors that say what to do.
+
+    ``name`` says whose coordinates in the errors (e.g. "the source"); ``first_two`` accepts 3-D coordinates (e.g.
+    ``align_stack``'s ``_3d``) and keeps x, y; ``finite=False`` lets NaN/inf through (plots skip them).
+    """
+    where = f"`.obsm[{key!r}]` of {name}"
+    if key not in adata.obsm:
+        fix = f"Run `{made_by}` first." if made_by else "Pass the coordinates' key as `spatial_key=`."
+        raise KeyError(f"Did not find {where}. {fix}")
+    xy = np.asarray(adata.obsm[key], dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[0] != adata.n_obs or not (xy.shape[1] >= 2 if first_two else xy.shape[1] == 2):
+        raise ValueError(f"{where} must be (n_obs, 2) x/y coordinates, got shape {xy.shape}.")
+    if finite and not np.isfinite(xy).all():
+        bad = int((~np.isfinite(xy)).any(axis=1).sum())
+        raise ValueError(f"{where} has {bad} rows with NaN/inf; drop those observations first.")
+    return xy[:, :2]
+
+
 def check_same_dim(query: np.ndarray, reference: np.ndarray, query_rep: str, reference_rep: str) -> None:
     """Both embeddings must come from one embedding space."""
     if query.shape[1] != reference.shape[1]:

@@ -34,6 +34,7 @@ def point_clouds(
     *,
     n_pcs: int = 2,
     scaling: Scaling = "shared",
+    center: bool = False,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """The official 4-D clouds ``[x, y, PC1, PC2]`` in unit scale, and the target's (offset, range).
@@ -44,6 +45,10 @@ def point_clouds(
     assumes the two sections cover the same tissue); ``"shared"`` moves the source's centroid onto the target's
     and scales both by the target's min and max, which keeps the relative size of the sections (they must be in
     the same units) and so suits sections where one lacks a part of the other.
+
+    ``center`` moves the source's features to the target's mean before the projection, which removes a constant
+    offset between the two embeddings (CLIP's gap between image and text embeddings, batch effects). The official
+    code does not; only x, y move in the CPD, so such an offset would otherwise stay in every distance.
     """
     target_offset = float(target_xy.min())
     target_range = float(np.ptp(target_xy))
@@ -58,6 +63,8 @@ def point_clouds(
     from sklearn.decomposition import PCA
 
     pca = PCA(n_components=n_pcs, random_state=seed).fit(target_features)
+    if center:
+        source_features = source_features - source_features.mean(axis=0) + pca.mean_
     source_pcs, target_pcs = pca.transform(source_features), pca.transform(target_features)
     low = min(source_pcs.min(), target_pcs.min())
     span = max(source_pcs.max(), target_pcs.max()) - low
@@ -78,6 +85,7 @@ def align_points(
     source_scale: float = 1.0,
     n_pcs: int = 2,
     scaling: Scaling = "shared",
+    center: bool = False,
     seed: int = 0,
     **cpd_kwargs,
 ) -> Alignment:
@@ -88,7 +96,14 @@ def align_points(
     """
     source_in_target_units = source_xy * source_scale
     source_cloud, target_cloud, (offset, span) = point_clouds(
-        source_in_target_units, target_xy, source_features, target_features, n_pcs=n_pcs, scaling=scaling, seed=seed
+        source_in_target_units,
+        target_xy,
+        source_features,
+        target_features,
+        n_pcs=n_pcs,
+        scaling=scaling,
+        center=center,
+        seed=seed,
     )
     cpd = nonrigid_cpd(source_cloud, target_cloud, n_moving=2, seed=seed, **cpd_kwargs)
     nonrigid = cpd.moved * span + offset

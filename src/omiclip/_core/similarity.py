@@ -54,7 +54,7 @@ def weighted_average(
     clip_negative: bool = False,
     block_size: int = 512,
     progress: bool = False,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Similarity-weighted mean of ``values`` (reference rows) for each query (Loki PredEx, eq. 16).
 
     Weights are the dot-product similarities ``s_qj`` between query and reference embeddings; with the
@@ -62,10 +62,12 @@ def weighted_average(
     ``(S @ values) / S.sum(1)``. Options: only the ``k`` most similar references, ``softmax(s / T)``
     weights, clipping negative similarities to 0.
 
-    Returns ``(n_query, n_values)`` float32.
+    Returns ``(n_query, n_values)`` float32 means and each query's ``(n_query,)`` sum of weights: raw weights
+    can sum to ≤ 0, and then the "mean" has the wrong sign or is undefined (NaN/inf).
     """
     values = np.asarray(values, dtype=np.float32)
     out = np.empty((len(query), values.shape[1]), dtype=np.float32)
+    weight_sums = np.empty(len(query), dtype=np.float32)
     for rows in _blocks(len(query), block_size, progress, "predicting"):
         if k is None:
             weights = (query[rows] @ reference.T).astype(np.float32, copy=False)
@@ -77,9 +79,10 @@ def weighted_average(
         elif clip_negative:
             weights = np.clip(weights, 0, None)
         total = weights.sum(axis=1, keepdims=True)
+        weight_sums[rows] = total[:, 0]
         with np.errstate(invalid="ignore", divide="ignore"):
             if neighbours is None:
                 out[rows] = (weights @ values) / total
             else:
                 out[rows] = np.einsum("qk,qkg->qg", weights, values[neighbours]) / total
-    return out
+    return out, weight_sums

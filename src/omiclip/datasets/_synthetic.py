@@ -236,6 +236,7 @@ def simulate_spots(
     counts = negative_binomial(rng, mean, dispersion)
 
     observed = centers + rng.normal(0, position_noise_um, centers.shape) if position_noise_um else centers
+    observed = np.clip(observed, 0, tissue.size_um)  # a recorded position is on the slide (and its image)
     domain = tissue.domain_at(tissue_xy)
     obs = pd.DataFrame(
         {

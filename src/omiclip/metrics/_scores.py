@@ -9,7 +9,19 @@ from scipy import stats
 
 
 def calinski_harabasz(embedding: np.ndarray, labels: Sequence) -> float:
-    """Calinski–Harabasz score (eq. 17–19): between- over within-cluster dispersion, scaled by degrees of freedom."""
+    """Calinski–Harabasz score (eq. 17–19): between- over within-cluster dispersion, scaled by degrees of freedom.
+
+    Parameters
+    ----------
+    embedding
+        ``(n_obs, n_dims)`` embedding, e.g. ``adata.obsm["X_omiclip_image"]``.
+    labels
+        ``n_obs`` cluster or class labels; at least two distinct ones.
+
+    Returns
+    -------
+    The score; higher means tighter, better separated clusters.
+    """
     from sklearn.metrics import calinski_harabasz_score
 
     return float(calinski_harabasz_score(np.asarray(embedding), np.asarray(labels)))
@@ -27,7 +39,16 @@ def _columnwise(x: np.ndarray, y: np.ndarray, axis: int) -> tuple[np.ndarray, np
 def pearson(x: np.ndarray, y: np.ndarray, *, axis: int = 0) -> np.ndarray | float:
     """Pearson correlation (eq. 20) along ``axis`` (0: per column, e.g. per gene across spots; 1: per row).
 
-    Columns with zero variance give NaN. 1-D inputs give a float.
+    Parameters
+    ----------
+    x, y
+        Arrays of one shape, 1-D or 2-D (e.g. predicted and measured expression, spots × genes).
+    axis
+        0 correlates columns (across rows), 1 correlates rows (across columns).
+
+    Returns
+    -------
+    One r per column (or row); a float for 1-D inputs. Zero-variance columns give NaN.
     """
     a, b = _columnwise(x, y, axis)
     a = a - a.mean(axis=0)
@@ -38,14 +59,38 @@ def pearson(x: np.ndarray, y: np.ndarray, *, axis: int = 0) -> np.ndarray | floa
 
 
 def kendall_tau(x: np.ndarray, y: np.ndarray, *, axis: int = 0) -> np.ndarray | float:
-    """Kendall's tau-b (eq. 21, ties in either variable accounted for) along ``axis``."""
+    """Kendall's tau-b (eq. 21, ties in either variable accounted for) along ``axis``.
+
+    Parameters
+    ----------
+    x, y
+        Arrays of one shape, 1-D or 2-D.
+    axis
+        0 compares columns (across rows), 1 compares rows.
+
+    Returns
+    -------
+    One τ per column (or row); a float for 1-D inputs.
+    """
     a, b = _columnwise(x, y, axis)
     taus = np.array([stats.kendalltau(a[:, j], b[:, j]).statistic for j in range(a.shape[1])])
     return float(taus[0]) if np.ndim(x) == 1 else taus
 
 
 def mse(x: np.ndarray, y: np.ndarray, *, axis: int | None = None) -> np.ndarray | float:
-    """Mean squared error, over everything (``axis=None``) or along an axis."""
+    """Mean squared error, over everything (``axis=None``) or along an axis.
+
+    Parameters
+    ----------
+    x, y
+        Arrays of one shape.
+    axis
+        ``None`` averages over all entries; an integer averages along that axis.
+
+    Returns
+    -------
+    A float (``axis=None``) or an array with ``axis`` removed.
+    """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.shape != y.shape:
         raise ValueError(f"Shapes differ: {x.shape} vs {y.shape}.")
@@ -56,8 +101,21 @@ def mse(x: np.ndarray, y: np.ndarray, *, axis: int | None = None) -> np.ndarray 
 def js_divergence(p: np.ndarray, q: np.ndarray, *, axis: int = 0, base: float = 2) -> np.ndarray | float:
     """Jensen–Shannon divergence (eq. 22–24) between distributions along ``axis`` (normalised to sum to 1).
 
-    With ``base=2`` (default) it lies in [0, 1]. In the paper it compares each cell type's spatial
-    distribution: ``p``, ``q`` are spots × cell types and ``axis=0``.
+    In the paper it compares each cell type's spatial distribution: ``p``, ``q`` are spots × cell types and
+    ``axis=0``.
+
+    Parameters
+    ----------
+    p, q
+        Non-negative arrays of one shape; each slice along ``axis`` is normalised to sum to 1.
+    axis
+        Axis along which the values form one distribution.
+    base
+        Base of the logarithm; with 2 (default) the divergence lies in [0, 1].
+
+    Returns
+    -------
+    One divergence per distribution (a float for 1-D inputs); an all-zero distribution gives NaN.
     """
     p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
     if p.shape != q.shape:
@@ -79,7 +137,16 @@ def js_divergence(p: np.ndarray, q: np.ndarray, *, axis: int = 0, base: float = 
 def ssim(x: np.ndarray, y: np.ndarray, *, data_range: float | None = None) -> float:
     """Structural similarity (eq. 25) of two spatial maps (2-D images), as scikit-image computes it.
 
-    Maps are compared after scaling both to [0, 1] by their joint maximum unless ``data_range`` is given.
+    Parameters
+    ----------
+    x, y
+        Two 2-D maps of one shape, e.g. a cell type's true and predicted proportions on the spot grid.
+    data_range
+        Range of the values; by default both maps are scaled to [0, 1] by their joint maximum first.
+
+    Returns
+    -------
+    SSIM in [-1, 1]; 1 for identical maps. The window is 7 pixels, or the largest odd size that fits.
     """
     from skimage.metrics import structural_similarity
 
@@ -97,8 +164,17 @@ def ssim(x: np.ndarray, y: np.ndarray, *, data_range: float | None = None) -> fl
 def impact_score(js: Sequence[float], ssim_scores: Sequence[float]) -> np.ndarray:
     """Impact score of each method (eq. 26–30): mean of its SSIM z-score and its inverted JS z-score.
 
-    ``js[m]`` and ``ssim_scores[m]`` are method ``m``'s mean JS divergence and mean SSIM over cell types.
-    z-scores use the standard deviation across methods (population, ``ddof=0``).
+    Parameters
+    ----------
+    js
+        Each method's mean JS divergence over cell types.
+    ssim_scores
+        Each method's mean SSIM over cell types, in the same order; at least two methods.
+
+    Returns
+    -------
+    One score per method; higher is better. z-scores use the standard deviation across methods (``ddof=0``), so
+    scores only compare the methods given together.
     """
     js, ssim_scores = np.asarray(js, dtype=np.float64), np.asarray(ssim_scores, dtype=np.float64)
     if js.shape != ssim_scores.shape or js.ndim != 1 or len(js) < 2:
@@ -107,7 +183,19 @@ def impact_score(js: Sequence[float], ssim_scores: Sequence[float]) -> np.ndarra
 
 
 def weighted_f1(true_labels: Sequence, predicted_labels: Sequence) -> float:
-    """F1 per class (eq. 31), averaged with weights proportional to each class's frequency."""
+    """F1 per class (eq. 31), averaged with weights proportional to each class's frequency.
+
+    Parameters
+    ----------
+    true_labels
+        Known label of each observation.
+    predicted_labels
+        Predicted label of each observation, same length.
+
+    Returns
+    -------
+    Weighted F1 in [0, 1]; a class that is never predicted contributes 0.
+    """
     from sklearn.metrics import f1_score
 
     return float(f1_score(np.asarray(true_labels), np.asarray(predicted_labels), average="weighted", zero_division=0))

@@ -87,7 +87,24 @@ def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, arch
 
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *, model_name: str, **extra: Any) -> Path:
-    """Write ``model`` in OpenCLIP's training-checkpoint format, tagged with our model name."""
+    """Write ``model`` in OpenCLIP's training-checkpoint format, tagged with our model name.
+
+    Parameters
+    ----------
+    path
+        File to write; parent folders are created.
+    model
+        The OpenCLIP model, e.g. ``encoder.model`` of an :class:`~omiclip.models.Encoder`.
+    model_name
+        Registry name of its architecture (e.g. ``"omiclip-tiny"``), so :func:`omiclip.models.load` can rebuild it
+        from the file alone.
+    **extra
+        More metadata stored next to the name (e.g. ``epoch``, ``history``).
+
+    Returns
+    -------
+    ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": model.state_dict(), "omiclip": {"model": model_name, **extra}}, path)

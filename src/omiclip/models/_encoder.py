@@ -279,6 +279,17 @@ def genes_in_context(sentences: Iterable[str], *, tokenizer: Callable | None = N
     open_clip's tokenizer keeps ``context_length - 2`` content tokens (start and end tokens take the rest)
     and cuts the rest; a 50-gene sentence is ~155 CLIP-BPE tokens, so the official model reads ~22 genes.
     Word boundaries are token boundaries, so a sentence's token count is the sum of its genes' counts.
+
+    Parameters
+    ----------
+    sentences
+        Gene sentences (space-separated symbols).
+    tokenizer
+        An open_clip tokenizer; default open_clip's ``coca_ViT-L-14`` tokenizer, shared by every OmiCLIP model.
+
+    Returns
+    -------
+    ``(n_sentences,)`` int32: how many leading genes of each sentence the text encoder reads.
     """
     tokenizer = tokenizer or default_tokenizer()
     budget = content_tokens(tokenizer)

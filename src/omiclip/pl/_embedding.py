@@ -25,7 +25,18 @@ def principal_components(embedding: np.ndarray, n: int) -> np.ndarray:
 
 
 def pcs_as_rgb(embedding: np.ndarray) -> np.ndarray:
-    """The first three principal components of an embedding, each min–max scaled to [0, 1], as RGB colours."""
+    """The first three principal components of an embedding, each min–max scaled to [0, 1], as RGB colours.
+
+    Parameters
+    ----------
+    embedding
+        ``(n_obs, n_dims)`` embedding.
+
+    Returns
+    -------
+    ``(n_obs, 3)`` colours in [0, 1], for ``matplotlib``'s ``c=``; with fewer than three dimensions the missing
+    channels are 0.
+    """
     pcs = principal_components(embedding, 3)
     if pcs.shape[1] < 3:  # fewer than three dimensions: pad with grey
         pcs = np.pad(pcs, ((0, 0), (0, 3 - pcs.shape[1])))

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from omiclip._anndata import get_table, is_spatialdata
+from omiclip._anndata import get_coordinates, get_table, is_spatialdata
 
 # longest side of an H&E image drawn behind spots: sharp in a figure, never the whole slide in memory
 BACKGROUND_PX = 2000
@@ -46,14 +46,8 @@ def save_figure(fig, save: str | os.PathLike | None) -> None:
 
 
 def positions(table: AnnData, key: str, *, made_by: str | None = None) -> np.ndarray:
-    """``(n_obs, 2)`` x/y from ``.obsm[key]`` (the first two columns of 3-D coordinates)."""
-    if key not in table.obsm:
-        fix = f"Run `{made_by}` first." if made_by else "Pass the coordinates' key as `spatial_key=`."
-        raise KeyError(f"Did not find {key!r} in `.obsm`. {fix}")
-    xy = np.asarray(table.obsm[key], dtype=np.float64)
-    if xy.ndim != 2 or xy.shape[0] != table.n_obs or xy.shape[1] < 2:
-        raise ValueError(f"`.obsm[{key!r}]` must be (n_obs, 2) coordinates, got shape {xy.shape}.")
-    return xy[:, :2]
+    """``(n_obs, 2)`` x/y from ``.obsm[key]`` (the first two columns of 3-D coordinates); NaN rows are not drawn."""
+    return get_coordinates(table, key, made_by=made_by, first_two=True, finite=False)
 
 
 def frame(ax, xy: np.ndarray, pad: float) -> None:

@@ -6,7 +6,14 @@ from anndata import AnnData
 from scipy import sparse
 
 from omiclip import _logging as logg
-from omiclip._anndata import MICRONS_PER_UNIT_KEY, check_not_empty, get_table, is_spatialdata, record
+from omiclip._anndata import (
+    MICRONS_PER_UNIT_KEY,
+    check_not_empty,
+    get_coordinates,
+    get_table,
+    is_spatialdata,
+    record,
+)
 from omiclip._core.pseudo_spots import assign, hex_centres, membership
 
 
@@ -66,7 +73,7 @@ def pseudo_spots(
     """
     table = get_table(data, table_key)
     check_not_empty(table)
-    xy = _centres(table, spatial_key)
+    xy = get_coordinates(table, spatial_key)
     um = microns_per_unit if microns_per_unit is not None else table.uns.get(MICRONS_PER_UNIT_KEY)
     if um is None:
         raise ValueError(
@@ -119,17 +126,6 @@ def pseudo_spots(
     result = _spatialdata(data, spots, radius, coordinate_system, key_added)
     logg.finished(start, [(key_added, "circles and their table (new SpatialData)")], note=note)
     return result
-
-
-def _centres(table: AnnData, spatial_key: str) -> np.ndarray:
-    if spatial_key not in table.obsm:
-        raise KeyError(f"Did not find {spatial_key!r} in `.obsm`; pass the centres' key as `spatial_key=`.")
-    xy = np.asarray(table.obsm[spatial_key], dtype=np.float64)
-    if xy.ndim != 2 or xy.shape[1] != 2:
-        raise ValueError(f"`.obsm[{spatial_key!r}]` must be (n_obs, 2), got shape {xy.shape}.")
-    if not np.isfinite(xy).all():
-        raise ValueError(f"`.obsm[{spatial_key!r}]` has NaN/inf; drop those observations first.")
-    return xy
 
 
 def _expression(table: AnnData, layer: str | None):

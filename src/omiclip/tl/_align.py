@@ -11,6 +11,7 @@ from omiclip import _logging as logg
 from omiclip._anndata import (
     MICRONS_PER_UNIT_KEY,
     check_same_dim,
+    get_coordinates,
     get_rep,
     get_table,
     is_spatialdata,
@@ -34,6 +35,7 @@ def align(
     mode: Mode = "rigid",
     n_pcs: int = 2,
     scaling: Scaling = "shared",
+    center: bool | None = None,
     alpha: float = 0.5,
     beta: float = 2.0,
     w: float = 0.0,
@@ -91,6 +93,11 @@ def align(
     scaling
         ``"shared"``: both clouds scaled by the target's extent after matching centroids (keeps relative size;
         default). ``"each"``: each cloud scaled by its own min and max (official; assumes both cover the same tissue).
+    center
+        Move the source's embedding mean onto the target's before projecting it on the target's PCs. This removes a
+        constant offset between the two embeddings, such as the gap between a CLIP model's image and text
+        embeddings, which would otherwise hold the clouds apart (only x, y move). Default: only when
+        ``use_rep != target_rep`` (H&E→ST); the official code never centres.
     alpha
         λ, weight of the smoothness of the motion (official 0.5).
     beta
@@ -152,6 +159,8 @@ def align(
             f"Need max_iter >= 1, refine_iter >= 0 and max_points >= 3; got {max_iter}, {refine_iter}, {max_points}."
         )
     source_scale = _unit_ratio(source_table, target_table)
+    if center is None:
+        center = use_rep is not None and (target_rep or use_rep) != use_rep
 
     start = logg.info(f"aligning {source_table.n_obs} source spots onto {target_table.n_obs} target spots")
     result = align_points(
@@ -162,6 +171,7 @@ def align(
         source_scale=source_scale,
         n_pcs=n_pcs,
         scaling=scaling,
+        center=center,
         seed=seed,
         alpha=alpha,
         beta=beta,
@@ -185,6 +195,7 @@ def align(
         "mode": mode,
         "n_pcs": n_pcs,
         "scaling": scaling,
+        "center": center,
         "alpha": alpha,
         "beta": beta,
         "w": w,
@@ -312,16 +323,9 @@ _SPATIALDATA_ONLY = ("coordinate_system", "new_coordinate_system", "table_key")
 
 
 def _coordinates(table: AnnData, spatial_key: str, which: str) -> np.ndarray:
-    if spatial_key not in table.obsm:
-        raise KeyError(f"The {which} has no `.obsm[{spatial_key!r}]`; pass the coordinates' key as `spatial_key=`.")
-    xy = np.asarray(table.obsm[spatial_key], dtype=np.float64)
-    if xy.ndim != 2 or xy.shape[1] != 2:
-        raise ValueError(f"The {which}'s `.obsm[{spatial_key!r}]` must be (n_obs, 2) x/y, got shape {xy.shape}.")
+    xy = get_coordinates(table, spatial_key, name=f"the {which}")
     if len(xy) < 3:
         raise ValueError(f"The {which} has {len(xy)} spots; alignment needs at least 3.")
-    if not np.isfinite(xy).all():
-        bad = int((~np.isfinite(xy)).any(axis=1).sum())
-        raise ValueError(f"The {which}'s `.obsm[{spatial_key!r}]` has {bad} rows with NaN/inf; drop those spots first.")
     if np.ptp(xy) == 0:
         raise ValueError(f"All {len(xy)} spots of the {which} are at one position; there is nothing to align.")
     return xy

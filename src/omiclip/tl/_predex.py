@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -95,7 +96,7 @@ def predex(
     start = logg.info(
         f"predicting {len(genes)} genes for {query_table.n_obs} observations from {reference_table.n_obs} references"
     )
-    predicted = weighted_average(
+    predicted, weight_sums = weighted_average(
         query_emb,
         reference_emb,
         expression,
@@ -106,6 +107,7 @@ def predex(
         block_size=block_size,
         progress=progress,
     )
+    _warn_if_weights_not_positive(weight_sums)
     result = AnnData(predicted, obs=pd.DataFrame(index=query_table.obs_names.copy()), var=pd.DataFrame(index=genes))
     params = {
         "use_rep": use_rep,
@@ -122,6 +124,18 @@ def predex(
         record(query_table, "predex", {**params, "key_added": key_added})
     logg.finished(start, [(key_added, "predicted expression (obsm)")] if key_added else None)
     return result
+
+
+def _warn_if_weights_not_positive(weight_sums: np.ndarray) -> None:
+    bad = int((weight_sums <= 0).sum())
+    if bad:
+        warnings.warn(
+            f"The similarity weights of {bad} of {len(weight_sums)} observations sum to <= 0, so their predictions "
+            "have the wrong sign or are NaN/inf (the official raw-cosine rule keeps negative similarities). Use "
+            "`k=` (the most similar references only), `clip_negative=True` or `weighting='softmax'`.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _reference_expression(reference: AnnData, genes, n_top_genes: int, layer: str | None):
