@@ -76,7 +76,8 @@ print(predicted)
 
 # %% [markdown]
 # `oc.tl.predex` returns an AnnData of predictions (query observations × genes) with its parameters in
-# `uns["omiclip"]["predex"]`; with `key_added` the query table also gets them as a DataFrame in `.obsm`. Options:
+# `uns["omiclip"]["predex"]`; with `key_added` the query table also gets them as a DataFrame in `.obsm`. It also
+# warned that some tiles' weights sum to ≤ 0: more on that below. Options:
 # `k=` (only the k most similar reference spots), `weighting="softmax"` with a `temperature`, `clip_negative=True`.
 #
 # Scores: for each gene, the Pearson correlation across section 1's spots between prediction and measurement
@@ -114,8 +115,8 @@ print(
 
 # %% [markdown]
 # Clipping the negative weights, or keeping the 50 most similar reference spots (or softmax weights), removes the
-# problem. The paper applies the official rule to the pretrained OmiCLIP; with any other model, check these sums
-# or use `k=`. Below, `k=50`.
+# problem. The paper applies the official rule to the pretrained OmiCLIP; with any other model, heed the warning
+# and use `k=`. Below, `k=50`.
 
 # %%
 top50 = variants["PredEx, k=50"]
