@@ -46,9 +46,10 @@ def test_align_moves_the_source_store(section, store, tmp_path):
     section.write(target)
     for path in (store, str(target)):
         assert main(["embed", path, "--modality", "text", "--model", "omiclip-tiny"]) == 0
-    assert main(["align", store, str(target)]) == 0
+    assert main(["align", store, str(target), "--center"]) == 0
     moved = sd.read_zarr(store)
     assert moved.tables["table"].obsm["spatial_aligned"].shape == (moved.tables["table"].n_obs, 2)
+    assert moved.tables["table"].uns["omiclip"]["align"]["center"]  # the default for one representation is False
     assert "aligned" in sd.transformations.get_transformation(moved.shapes["spots"], get_all=True)
     assert "spatial_aligned" not in sd.read_zarr(target).tables["table"].obsm  # the target is read only
 

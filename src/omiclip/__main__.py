@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     align.add_argument("target", help="SpatialData zarr store that stays put (read only)")
     align.add_argument("--use-rep", default="X_omiclip_text", help="source embedding; 'none' for coordinates only")
     align.add_argument("--target-rep", help="target embedding (default: --use-rep)")
+    align.add_argument(
+        "--center",
+        action=argparse.BooleanOptionalAction,
+        help="move the source embedding's mean onto the target's (default: only when --target-rep differs)",
+    )
     align.add_argument("--mode", choices=["rigid", "nonrigid"], default="rigid")
     align.add_argument("--key-added", default="spatial_aligned")
     align.add_argument("--max-points", type=int, default=5000)
@@ -163,6 +168,7 @@ def _align(args) -> int:
         target,
         use_rep=use_rep,
         target_rep=args.target_rep,
+        center=args.center,
         mode=args.mode,
         key_added=args.key_added,
         max_points=args.max_points,
