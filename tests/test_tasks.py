@@ -53,6 +53,10 @@ class TestRetrieve:
         query, reference, _ = paired
         with pytest.raises(ValueError, match="between 1 and the reference size"):
             oc.tl.retrieve(query, reference, k=41)
+        for bad in (0, -1):
+            with pytest.raises(ValueError, match="`block_size` must be a positive integer"):
+                oc.tl.retrieve(query, reference, k=5, block_size=bad)
+        assert "omiclip_retrieved" not in query.obsm
         with pytest.raises(KeyError, match=r"Run `oc.tl.embed` first"):
             oc.tl.retrieve(query, reference, use_rep="X_missing")
         reference.obsm["X_omiclip_text"] = reference.obsm["X_omiclip_text"][:, :8]
@@ -120,6 +124,14 @@ class TestPredex:
             oc.tl.predex(query, reference, k=4)
         with pytest.raises(ValueError, match="positive `temperature`"):
             oc.tl.predex(query, reference, weighting="softmax", temperature=0)
+        with pytest.raises(ValueError, match="`block_size` must be a positive integer"):
+            oc.tl.predex(query, reference, block_size=-1)
+        for bad in (0, -3):
+            with pytest.raises(ValueError, match="`n_top_genes` must be a positive integer"):
+                oc.tl.predex(query, reference, n_top_genes=bad)
+        reference.var_names = ["G1", "G1"]
+        with pytest.raises(ValueError, match="var_names are not unique"):
+            oc.tl.predex(query, reference)
 
 
 class TestAnnotate:
@@ -140,6 +152,21 @@ class TestAnnotate:
         oc.tl.annotate(adata, references, other_scores=other, temperature=0.1)
         assert adata.obs["omiclip_annotation"].tolist() == ["tumor", "immune", "immune"]
         np.testing.assert_allclose(adata.obsm["omiclip_annotation_scores"].sum(axis=1), 1, rtol=1e-6)
+
+    def test_other_scores_rows_are_matched_by_name(self, adata):
+        references = pd.DataFrame([[1.0, 0.0], [0.0, 2.0]], index=["tumor", "immune"])
+        adata.obs_names = ["a", "b", "c"]
+        other = pd.DataFrame({"tumor": [0.0, 1.0, 0.0], "immune": [1.0, 0.0, 1.0]}, index=["a", "b", "c"])
+        oc.tl.annotate(adata, references, other_scores=other, temperature=0.1, key_added="by_name")
+        oc.tl.annotate(adata, references, other_scores=other.iloc[::-1], temperature=0.1, key_added="reversed")
+        np.testing.assert_allclose(adata.obsm["by_name_scores"], adata.obsm["reversed_scores"])
+        with pytest.raises(KeyError, match="no row for 1 observations"):
+            oc.tl.annotate(adata, references, other_scores=other.iloc[:2])
+        with pytest.raises(ValueError, match="NaN"):
+            oc.tl.annotate(adata, references, other_scores=np.full((3, 2), np.nan))
+        with pytest.raises(ValueError, match="`references` is empty"):
+            oc.tl.annotate(adata, pd.DataFrame(np.zeros((0, 2))))
+        assert "omiclip_annotation" not in adata.obs
 
     def test_marker_lists(self, adata, tiny):
         adata.obsm["X_omiclip_image"] = tiny.encode_text(["EPCAM KRT8", "CD3D", "EPCAM"])  # stand-in embeddings

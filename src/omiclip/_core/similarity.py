@@ -16,6 +16,8 @@ Weighting = Literal["raw", "softmax"]
 
 
 def _blocks(n: int, block_size: int, progress: bool, desc: str) -> Iterator[slice]:
+    if isinstance(block_size, bool) or not isinstance(block_size, int | np.integer) or block_size < 1:
+        raise ValueError(f"`block_size` must be a positive integer, got {block_size!r}.")
     for start in tqdm(range(0, n, block_size), desc=desc, disable=not progress):
         yield slice(start, min(start + block_size, n))
 

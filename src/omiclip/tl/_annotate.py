@@ -50,8 +50,8 @@ def annotate(
     temperature
         Report ``softmax(score / temperature)`` across classes instead of the scores.
     other_scores
-        Another model's scores, observations × classes in the same class order (DataFrame columns are
-        matched by name).
+        Another model's scores, observations × classes in the same class order. DataFrame columns are matched
+        to classes by name, and rows to observations by name when the index holds observation names.
     key_added
         ``.obs[key_added]`` labels and ``.obsm[key_added + "_scores"]``.
     table_key
@@ -77,11 +77,12 @@ def annotate(
     check_same_dim(embedding, class_embeddings, use_rep, "the references")
     if temperature is not None and temperature <= 0:
         raise ValueError(f"`temperature` must be positive, got {temperature}.")
+    other = None if other_scores is None else _aligned(other_scores, classes, table.obs_names)
 
     start = logg.info(f"annotating {table.n_obs} observations with {len(classes)} references")
     scores = embedding @ class_embeddings.T
-    if other_scores is not None:
-        scores = _min_max_rows(scores) + _min_max_rows(_aligned(other_scores, classes, table.n_obs))
+    if other is not None:
+        scores = _min_max_rows(scores) + _min_max_rows(other)
     if temperature is not None:
         shifted = np.exp((scores - scores.max(axis=1, keepdims=True)) / temperature)
         scores = shifted / shifted.sum(axis=1, keepdims=True)
@@ -121,6 +122,8 @@ def _reference_embeddings(references, model, table: AnnData) -> tuple[list[str],
             vectors = _encoder(model).encode_text(sentences)
     else:
         raise TypeError("`references` must be marker lists, a bulk AnnData or embeddings, and not empty.")
+    if not classes:
+        raise ValueError("`references` is empty: give at least one class.")
     if len(set(classes)) != len(classes):
         raise ValueError("Reference names are not unique.")
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -165,15 +168,27 @@ def _encoder(model) -> Encoder:
     return _as_encoder(model, checkpoint=None, device=None)
 
 
-def _aligned(other, classes: list[str], n_obs: int) -> np.ndarray:
+def _aligned(other, classes: list[str], obs_names: pd.Index) -> np.ndarray:
+    """``other_scores`` as an (n_obs, n_classes) array in the table's row order and ``classes``' column order."""
     if isinstance(other, pd.DataFrame):
         missing = [c for c in classes if c not in other.columns]
         if missing:
             raise KeyError(f"`other_scores` lacks classes {missing[:5]}.")
+        if other.index.isin(obs_names).any():  # indexed by observation names: match rows by name, not position
+            absent = obs_names[~obs_names.isin(other.index)]
+            if len(absent) or not other.index.is_unique:
+                raise KeyError(
+                    f"`other_scores` is indexed by observation names but has no row for {len(absent)} observations "
+                    f"(e.g. {list(absent[:3])}) or repeats names; give one row per observation."
+                )
+            other = other.reindex(obs_names)
         other = other[classes].to_numpy()
     other = np.asarray(other, dtype=np.float64)
+    n_obs = len(obs_names)
     if other.shape != (n_obs, len(classes)):
         raise ValueError(f"`other_scores` must be ({n_obs}, {len(classes)}), got {other.shape}.")
+    if not np.isfinite(other).all():
+        raise ValueError(f"`other_scores` has {int((~np.isfinite(other)).any(axis=1).sum())} rows with NaN/inf.")
     return other
 
 

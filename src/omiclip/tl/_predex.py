@@ -144,7 +144,11 @@ def _reference_expression(reference: AnnData, genes, n_top_genes: int, layer: st
     matrix = reference.X if layer is None else reference.layers[layer]
     if matrix is None or reference.n_vars == 0:
         raise ValueError("The reference has no expression to predict from.")
+    if not reference.var_names.is_unique:
+        raise ValueError("The reference's var_names are not unique; run `reference.var_names_make_unique()` first.")
     if genes is None:
+        if isinstance(n_top_genes, bool) or not isinstance(n_top_genes, int | np.integer) or n_top_genes < 1:
+            raise ValueError(f"`n_top_genes` must be a positive integer, got {n_top_genes!r}.")
         mean = np.asarray(matrix.mean(axis=0)).ravel()
         columns = np.sort(np.argsort(-mean, kind="stable")[: min(n_top_genes, reference.n_vars)])
     else:
