@@ -123,6 +123,7 @@ class TestBadInput:
         [
             (lambda a: a.X.__setitem__((0, 0), -1), ValueError, "negative"),
             (lambda a: a.X.__setitem__((0, 0), np.nan), ValueError, "NaN"),
+            (lambda a: a.X.__setitem__((0, 0), np.inf), ValueError, "NaN or inf"),
             (lambda a: setattr(a, "var_names", ["A", "A"]), ValueError, "not unique"),
         ],
     )
@@ -145,9 +146,15 @@ class TestBadInput:
         with pytest.raises(ValueError, match="no observations"):
             oc.pp.gene_sentences(adata[:0].copy())
 
-    def test_bad_n_genes(self, adata):
+    def test_zero_genes(self, adata):
+        with pytest.raises(ValueError, match=r"no genes \(n_vars == 0\)"):
+            oc.pp.gene_sentences(adata[:, :0].copy())
+
+    @pytest.mark.parametrize("n_genes", [0, -1, 2.0, True, False])
+    def test_bad_n_genes(self, adata, n_genes):
         with pytest.raises(ValueError, match="positive integer"):
-            oc.pp.gene_sentences(adata, n_genes=0)
+            oc.pp.gene_sentences(adata, n_genes=n_genes)
+        assert "gene_sentence" not in adata.obs
 
 
 class TestWriting:

@@ -98,6 +98,36 @@ class TestSpotTiles:
         with pytest.raises(ValueError, match="entirely outside the image"):
             oc.pp.tiles(section)
 
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"tile_size_um": np.nan}, "`tile_size_um` must be a finite number > 0"),
+            ({"um_per_px": np.nan}, "`um_per_px` must be a finite number > 0"),
+            ({"um_per_px": 0}, "`um_per_px` must be a finite number > 0"),
+            ({"microns_per_unit": 0}, "`microns_per_unit` must be a finite number > 0"),  # not the stored value
+            ({"microns_per_unit": np.inf}, "`microns_per_unit` must be a finite number > 0"),
+            ({"grid": True, "tile_size_um": 100, "min_tissue": 2}, "`min_tissue` is the fraction"),
+            ({"grid": True, "tile_size_um": 100, "min_tissue": -0.1}, "`min_tissue` is the fraction"),
+        ],
+    )
+    def test_bad_numbers_leave_data_untouched(self, section, kwargs, match):
+        shapes, tables = set(section.shapes), set(section.tables)
+        with pytest.raises(ValueError, match=match):
+            oc.pp.tiles(section, **kwargs)
+        assert set(section.shapes) == shapes and set(section.tables) == tables  # no grid written
+
+    def test_stored_microns_per_unit_is_checked(self, section):
+        section.tables["table"].uns["microns_per_unit"] = 0.0
+        with pytest.raises(ValueError, match=r"`.uns\['microns_per_unit'\]` of table 'table' must be a finite"):
+            oc.pp.tiles(section)
+
+    def test_instance_ids_not_in_shapes(self, section):
+        table = section.tables["table"]
+        instance_key = table.uns["spatialdata_attrs"]["instance_key"]
+        table.obs[instance_key] = table.obs[instance_key].to_numpy() + 10**6
+        with pytest.raises(KeyError, match=rf"{table.n_obs} of {table.n_obs} ids in `.obs\['{instance_key}'\]`"):
+            oc.pp.tiles(section)
+
     def test_grid_tiles_cover_tissue_and_are_linked(self, section):
         grid = oc.pp.tiles(section, grid=True, tile_size_um=100)
         assert grid.table_key == "he_grid_table"

@@ -77,7 +77,10 @@ def gene_sentences(
     """
     adata = get_table(data, table_key)
     check_not_empty(adata)
-    if not isinstance(n_genes, int | np.integer) or n_genes < 1:
+    if adata.n_vars == 0:
+        raise ValueError("The data has no genes (n_vars == 0): there is nothing to rank.")
+    # bool is an int subclass: True would pass as 1 and fail later, far from the cause
+    if not isinstance(n_genes, int | np.integer) or isinstance(n_genes, bool) or n_genes < 1:
         raise ValueError(f"`n_genes` must be a positive integer, got {n_genes!r}.")
     if exclude is not None and not isinstance(exclude, str):
         exclude = list(exclude)  # a generator would be used up before it is recorded
@@ -138,8 +141,9 @@ def _expression(adata: AnnData, layer: str | None):
     values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
     if not np.issubdtype(values.dtype, np.number):
         raise ValueError(f"Expression must be numeric, got dtype {values.dtype}.")
-    if np.issubdtype(values.dtype, np.floating) and np.isnan(values).any():
-        raise ValueError("Expression contains NaN; fill or remove those values first.")
+    # inf would silently rank first, so it is as wrong as NaN
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        raise ValueError("Expression contains NaN or inf; fill or remove those values first.")
     if (values < 0).any():
         raise ValueError(
             "Expression contains negative values (scaled data?). Rank counts, normalised or log1p counts instead."

@@ -138,7 +138,7 @@ def tiles(
         Tile the whole tissue with a regular grid instead (tissue found on the lowest-resolution level);
         adds shapes ``"{image_key}_grid"`` (squares) and table ``"{image_key}_grid_table"`` to ``data``.
     min_tissue
-        With ``grid=True``: keep tiles at least this fraction covered by tissue.
+        With ``grid=True``: keep tiles at least this fraction (0 to 1) covered by tissue.
     library_id
         For AnnData with several libraries in ``uns["spatial"]``.
 
@@ -146,6 +146,16 @@ def tiles(
     -------
     A :class:`~omiclip.pp.Tiles` source; with ``grid=True`` the grid elements are added to ``data``.
     """
+    for name, value in (
+        ("tile_size_um", tile_size_um),
+        ("um_per_px", um_per_px),
+        ("microns_per_unit", microns_per_unit),
+    ):
+        _check_positive(value, f"`{name}`")
+    if not (isinstance(min_tissue, int | float | np.number) and 0 <= min_tissue <= 1):
+        raise ValueError(
+            f"`min_tissue` is the fraction of a grid tile covered by tissue: use 0 to 1, got {min_tissue!r}."
+        )
     if isinstance(data, AnnData):
         if grid:
             raise ValueError("grid=True needs a SpatialData object (the grid is written as shapes and a table).")
@@ -158,7 +168,7 @@ def tiles(
     if grid and tile_size_um is None:
         raise ValueError("grid=True needs `tile_size_um`.")
     tile_um = tile_size_um if tile_size_um is not None else spot_px0 * levels[0].um_per_px
-    if tile_um <= 0:
+    if not np.isfinite(tile_um) or tile_um <= 0:
         raise ValueError(f"Tile size must be positive, got {tile_um} µm.")
     level_index, window_px, out_px = _choose_level(levels, tile_um, um_per_px)
     level = levels[level_index]
@@ -204,8 +214,6 @@ def _choose_level(levels: list[Level], tile_um: float, um_per_px: float | None) 
     if um_per_px is None:
         size = max(1, round(tile_um / levels[0].um_per_px))
         return 0, size, size
-    if um_per_px <= 0:
-        raise ValueError(f"`um_per_px` must be positive, got {um_per_px}.")
     distance = [abs(np.log(level.um_per_px / um_per_px)) for level in levels]
     nearest = int(np.argmin(distance))
     out_px = max(1, round(tile_um / um_per_px))
@@ -215,6 +223,18 @@ def _choose_level(levels: list[Level], tile_um: float, um_per_px: float | None) 
     finer = [i for i, level in enumerate(levels) if level.um_per_px <= um_per_px]
     index = finer[-1] if finer else 0
     return index, max(1, round(tile_um / levels[index].um_per_px)), out_px
+
+
+def _check_positive(value, name: str) -> None:
+    """``None`` means "use the default"; anything else must be a usable physical size."""
+    if value is None:
+        return
+    try:
+        ok = bool(np.isfinite(value) and value > 0)
+    except TypeError:  # a string or other non-number
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
 
 
 def _only(mapping, what: str) -> str:
@@ -264,7 +284,9 @@ def _spatialdata_spots(sdata, image_key, shapes_key, table_key, microns_per_unit
     spots = sdata.shapes[shapes_key]
     matrix = _affine(sdata, spots, image, shapes_key, image_key)
     units_per_px0 = 1 / np.sqrt(abs(np.linalg.det(matrix[:2, :2])))
-    microns_per_unit = microns_per_unit or table.uns.get(MICRONS_PER_UNIT_KEY)
+    if microns_per_unit is None:  # not `or`: an explicit 0 must be an error, not replaced by the stored value
+        microns_per_unit = table.uns.get(MICRONS_PER_UNIT_KEY)
+        _check_positive(microns_per_unit, f"`.uns[{MICRONS_PER_UNIT_KEY!r}]` of table {table_key!r}")
     if microns_per_unit is None:
         raise ValueError(
             "The physical scale is unknown: pass `microns_per_unit=` (µm per unit of the spots' coordinates; "
@@ -272,7 +294,16 @@ def _spatialdata_spots(sdata, image_key, shapes_key, table_key, microns_per_unit
         )
     levels = _image_levels(image, float(microns_per_unit) * units_per_px0)
 
-    spots = spots.loc[table.obs[attrs["instance_key"]].to_numpy()]
+    instance_key = attrs["instance_key"]
+    ids = table.obs[instance_key].to_numpy()
+    missing = ~pd.Index(ids).isin(spots.index)
+    if missing.any():  # `.loc` would fail with a pandas error that names neither the table nor the shapes
+        raise KeyError(
+            f"{int(missing.sum())} of {len(ids)} ids in `.obs[{instance_key!r}]` of table {table_key!r} are not in "
+            f"the index of shapes {shapes_key!r} (e.g. {ids[missing][:3].tolist()}; shapes index e.g. "
+            f"{spots.index[:3].tolist()}). Make the table's `instance_key` column hold the shapes' index values."
+        )
+    spots = spots.loc[ids]
     xy = np.column_stack([spots.geometry.centroid.x, spots.geometry.centroid.y, np.ones(len(spots))])
     centers_px0 = (xy @ matrix.T)[:, 1::-1]  # (y, x)
     diameter = 2 * spots["radius"].to_numpy() if "radius" in spots else np.sqrt(spots.geometry.area.to_numpy())
