@@ -183,6 +183,39 @@ class TestAlign:
             oc.tl.align(source, target, use_rep="X_pca", progress=False)
         assert set(source.obsm) == keys and "omiclip" not in source.uns
 
+    def test_copies_own_their_elements(self, section):
+        """A `copy=True` result, aligned later in place, must not move the input's image, shapes or points."""
+        from spatialdata.transformations import get_transformation
+
+        before = {
+            kind: {n: dict(get_transformation(e, get_all=True)) for n, e in getattr(section, kind).items()}
+            for kind in ("images", "shapes", "points")
+        }
+        table = section.tables["table"]
+        table.obsm["X_pca"] = np.asarray(table.obsm["spatial"])  # any shared representation will do
+        copied = oc.pp.gene_sentences(section, copy=True)
+        oc.tl.align(copied, table, use_rep="X_pca", progress=False)
+        pooled = oc.pp.pseudo_spots(section, microns_per_unit=1.0)
+        oc.tl.align(pooled, table, use_rep=None, progress=False)
+        for kind, transformations in before.items():
+            for name, known in transformations.items():
+                assert dict(get_transformation(getattr(section, kind)[name], get_all=True)) == known
+        assert "aligned" in get_transformation(copied.images["he"], get_all=True)
+
+    def test_several_tables_are_chosen_by_key(self, section):
+        from omiclip._anndata import working_copy
+
+        table = section.tables["table"]
+        table.obsm["X_pca"] = np.asarray(table.obsm["spatial"])
+        section.tables["extra"] = table.copy()
+        other = working_copy(section, copy=True)
+        with pytest.raises(ValueError, match="choose one with `table_key=`"):
+            oc.tl.align(other, section, table_key="table", use_rep="X_pca", progress=False)
+        oc.tl.align(other, section, table_key="table", target_table_key="table", use_rep="X_pca", progress=False)
+        oc.tl.align_stack([section, other], table_key="table", use_rep="X_pca", progress=False)
+        moved = other.tables["table"].obsm["spatial_aligned"]
+        assert error_um(moved, table.obsm["spatial"]) < 0.01 * SPOT_UM  # identical sections stay put
+
     def test_fewer_than_three_spots(self, pair):
         source, target = pair
         with pytest.raises(ValueError, match="at least 3"):
@@ -268,6 +301,14 @@ class TestPseudoSpots:
     def test_unknown_scale_is_an_error(self):
         with pytest.raises(ValueError, match="microns_per_unit"):
             oc.pp.pseudo_spots(self.cells([[0, 0], [1, 1]], [[1, 1], [1, 1]], ["a", "a"]))
+        with pytest.raises(ValueError, match="microns_per_unit > 0"):
+            oc.pp.pseudo_spots(self.cells([[0, 0], [1, 1]], [[1, 1], [1, 1]], ["a", "a"]), microns_per_unit=np.nan)
+
+    @pytest.mark.parametrize(("value", "match"), [(np.nan, "NaN or inf"), (np.inf, "NaN or inf"), (-1.0, "negative")])
+    def test_counts_must_be_summable(self, value, match):
+        cells = self.cells([[0, 0], [1, 1]], [[1, value], [1, 1]], ["a", "a"])
+        with pytest.raises(ValueError, match=match):
+            oc.pp.pseudo_spots(cells, microns_per_unit=1.0)
 
 
 def test_tiles_still_read_after_align(section):

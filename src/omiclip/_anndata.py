@@ -52,7 +52,7 @@ def get_table(data: AnnData | SpatialData, table_key: str | None = None) -> AnnD
 def working_copy(data: AnnData | SpatialData, copy: bool) -> AnnData | SpatialData:
     """``data`` itself, or a copy that shares nothing that omiclip writes to.
 
-    For SpatialData only the tables are copied: image, shape and point elements are never modified.
+    For SpatialData the tables are copied and the other elements shallow-copied (:func:`own_elements`).
     """
     if not copy:
         return data
@@ -61,13 +61,19 @@ def working_copy(data: AnnData | SpatialData, copy: bool) -> AnnData | SpatialDa
     from spatialdata import SpatialData
 
     return SpatialData(
-        images=dict(data.images),
-        labels=dict(data.labels),
-        points=dict(data.points),
-        shapes=dict(data.shapes),
+        **own_elements(data),
         tables={key: table.copy() for key, table in data.tables.items()},
         attrs=dict(data.attrs),
     )
+
+
+def own_elements(sdata: SpatialData, kinds: tuple[str, ...] = ("images", "labels", "points", "shapes")) -> dict:
+    """Shallow copies of the elements of ``sdata``, by kind.
+
+    Each copy has its own ``attrs``, where transformations live, and shares its data (dask arrays, geometries), so
+    a transformation set on a copy (e.g. by a later ``oc.tl.align``) never reaches the original.
+    """
+    return {kind: {name: element.copy(deep=False) for name, element in getattr(sdata, kind).items()} for kind in kinds}
 
 
 def check_obs_key(adata: AnnData, key: str, *, made_by: str) -> None:

@@ -12,6 +12,7 @@ from omiclip._anndata import (
     get_coordinates,
     get_table,
     is_spatialdata,
+    own_elements,
     record,
 )
 from omiclip._core.pseudo_spots import assign, hex_centres, membership
@@ -80,7 +81,7 @@ def pseudo_spots(
             "The physical scale is unknown: pass `microns_per_unit=` (µm per unit of the coordinates; 1 for "
             "Xenium µm coordinates) or set `.uns['microns_per_unit']`."
         )
-    if not 0 < spot_diameter_um <= spacing_um or um <= 0:
+    if not 0 < spot_diameter_um <= spacing_um or not np.isfinite(um) or um <= 0:
         raise ValueError(
             f"Need 0 < spot_diameter_um <= spacing_um and microns_per_unit > 0; got {spot_diameter_um}, "
             f"{spacing_um}, {um}."
@@ -134,7 +135,13 @@ def _expression(table: AnnData, layer: str | None):
     matrix = table.X if layer is None else table.layers[layer]
     if matrix is None:
         raise ValueError("The data has no expression matrix (`.X` is None); pass `layer=`.")
-    return sparse.csr_matrix(matrix, dtype=np.float32)
+    counts = sparse.csr_matrix(matrix, dtype=np.float32)
+    # pseudo-spots sum counts, as a spot captures the RNA of the cells under it: NaN or scaled values cannot be summed
+    if not np.isfinite(counts.data).all():
+        raise ValueError("Expression contains NaN or inf; fill or remove those values first.")
+    if (counts.data < 0).any():
+        raise ValueError("Expression contains negative values (scaled data?); pool counts, e.g. `layer='counts'`.")
+    return counts
 
 
 def _spatialdata(sdata, spots: AnnData, radius: float, coordinate_system: str, key: str):
@@ -153,4 +160,4 @@ def _spatialdata(sdata, spots: AnnData, radius: float, coordinate_system: str, k
         transformations={coordinate_system: Identity()},
     )
     table = TableModel.parse(spots, region=key, region_key="region", instance_key="spot_id")
-    return SpatialData(images=dict(sdata.images), shapes={key: circles}, tables={f"{key}_table": table})
+    return SpatialData(**own_elements(sdata, ("images",)), shapes={key: circles}, tables={f"{key}_table": table})

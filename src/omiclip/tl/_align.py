@@ -50,6 +50,7 @@ def align(
     coordinate_system: str = "global",
     new_coordinate_system: str = "aligned",
     table_key: str | None = None,
+    target_table_key: str | None = None,
     progress: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -128,6 +129,8 @@ def align(
         system, which overlays it on the target's ``coordinate_system`` (rigid result).
     table_key
         Table of a SpatialData source with several tables.
+    target_table_key
+        Table of a SpatialData target with several tables.
     progress
         Show a progress bar of the iterations.
     copy
@@ -146,7 +149,7 @@ def align(
         ``converged`` and the parameters.
     """
     source_table = get_table(source, table_key)
-    target_table = get_table(target)
+    target_table = get_table(target, target_table_key)
     source_xy = _coordinates(source_table, spatial_key, "source")
     target_xy = _coordinates(target_table, spatial_key, "target")
     source_emb, target_emb = _features(source_table, target_table, use_rep, target_rep or use_rep, n_pcs)
@@ -209,7 +212,7 @@ def align(
     }
     added = _write_alignment(table, result, key_added, mode, params)
     if is_spatialdata(data):
-        _register_transformation(data, result.matrix, coordinate_system, new_coordinate_system, copy)
+        _register_transformation(data, result.matrix, coordinate_system, new_coordinate_system)
         added.append((new_coordinate_system, "rigid transformation of every element (coordinate system)"))
     logg.finished(start, added, note=_summary(result))
     return data if copy else None
@@ -280,7 +283,7 @@ def align_stack(
         moved = get_table(sections[i], table_key).copy()  # an AnnData copy is all align needs to write into
         align(
             moved,
-            get_table(sections[towards]),
+            tables[towards],
             spatial_key=spatial_key,
             key_added=scratch,
             mode="nonrigid",
@@ -314,12 +317,12 @@ def align_stack(
         )
         record(table, "align", step)
         if is_spatialdata(section):
-            _register_transformation(section, matrix, coordinate_system, new_coordinate_system, copy=False)
+            _register_transformation(section, matrix, coordinate_system, new_coordinate_system)
     logg.info(f"aligned {n - 1} sections onto section {reference}: `.obsm[{key_added!r}]` of every section")
 
 
 # align() options that only concern a SpatialData source; align_stack applies them itself
-_SPATIALDATA_ONLY = ("coordinate_system", "new_coordinate_system", "table_key")
+_SPATIALDATA_ONLY = ("coordinate_system", "new_coordinate_system", "table_key", "target_table_key")
 
 
 def _coordinates(table: AnnData, spatial_key: str, which: str) -> np.ndarray:
@@ -406,24 +409,16 @@ def _write_alignment(table: AnnData, result: Alignment, key_added: str, mode: Mo
     return added
 
 
-def _register_transformation(sdata, matrix: np.ndarray, coordinate_system: str, new_system: str, copy: bool) -> None:
-    """Give every element in ``coordinate_system`` a transformation to ``new_system``: its own, then ``matrix``.
-
-    With ``copy`` the elements are shallow copies first (own ``attrs``), so the input's elements are untouched.
-    """
+def _register_transformation(sdata, matrix: np.ndarray, coordinate_system: str, new_system: str) -> None:
+    """Give every element in ``coordinate_system`` a transformation to ``new_system``: its own, then ``matrix``."""
     from spatialdata.transformations import Affine, Sequence, get_transformation, set_transformation
 
     affine = Affine(matrix, input_axes=("x", "y"), output_axes=("x", "y"))
     for kind in ("images", "labels", "shapes", "points"):
-        elements = getattr(sdata, kind)
-        for name in list(elements):
-            element = elements[name]
+        for element in getattr(sdata, kind).values():
             existing = get_transformation(element, get_all=True)
             if coordinate_system not in existing:
                 continue
-            if copy:
-                element = element.copy(deep=False) if kind != "shapes" else element.copy()
-                elements[name] = element
             transformations = dict(existing)
             transformations[new_system] = Sequence([existing[coordinate_system], affine])
             set_transformation(element, transformations, set_all=True)
