@@ -188,6 +188,38 @@ class TestWriteElements:
         assert written.tables["table"].n_obs == sdata.tables["table"].n_obs
         assert not (path / _zarr.STAGING).exists()
 
+    @pytest.mark.parametrize("failure", ["second element invalid", "second swap", "second swap, no exchange"])
+    def test_several_elements_are_written_all_or_nothing(self, failure, store, tmp_path, monkeypatch):
+        path = copy_store(store, tmp_path / "s.zarr")
+        sdata = spatialdata.read_zarr(path)
+        sdata.shapes["spots"]["flag"] = 7
+        if failure == "second element invalid":
+            sdata.tables["table"].uns["a/b"] = 1  # not a valid zarr key: fails while staging
+        else:
+            sdata.tables["table"].obsm["X_new"] = np.zeros((sdata.tables["table"].n_obs, 2), dtype=np.float32)
+            if failure.endswith("no exchange"):
+                monkeypatch.setattr(_zarr, "_exchange", lambda a, b: False)
+            swap = _zarr._swap
+
+            def swap_then_fail(target, new, old):
+                if target.name == "table":
+                    raise OSError("disk full")
+                swap(target, new, old)
+
+            monkeypatch.setattr(_zarr, "_swap", swap_then_fail)
+        with pytest.raises(Exception):  # noqa: B017 - zarr's or ours, the store must not change
+            oc.io.write_elements(sdata, ["spots", "table"])
+        monkeypatch.undo()
+        written = spatialdata.read_zarr(path)
+        assert "flag" not in written.shapes["spots"]  # the first element was put back
+        assert "X_new" not in written.tables["table"].obsm
+        assert not (path / _zarr.STAGING).exists()
+
+    def test_refuses_a_folder_that_is_not_a_store(self, section, tmp_path):
+        section.path = tmp_path  # an existing folder, but no zarr store
+        with pytest.raises(ValueError, match="is not a zarr store"):
+            oc.io.write_elements(section, "table")
+
     def test_recover_puts_back_an_element_caught_between_two_renames(self, store, tmp_path):
         path = copy_store(store, tmp_path / "s.zarr")
         old = path / _zarr.STAGING / "old" / "tables" / "table"

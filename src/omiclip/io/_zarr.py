@@ -29,11 +29,13 @@ def write_elements(sdata: SpatialData, names: str | Sequence[str]) -> None:
     """Write elements of a zarr-backed SpatialData object to its store, replacing stored ones safely.
 
     Each element is first written completely to a staging folder inside the store, then swapped with the
-    stored element of the same name in one atomic step; the old version is deleted after that. If anything
-    fails, the store is as it was, and other elements are never touched. On file systems without an
-    atomic exchange (not Linux; some network file systems) two renames are used instead: should the
-    process die between them, the element is missing until :func:`recover` (or the next call of this
-    function) puts it back. The consolidated metadata is rewritten (atomically) at the end.
+    stored element of the same name in one atomic step; the old versions are deleted after that. All elements
+    are written before the first swap, and swaps already made are undone if a later one fails, so if anything
+    fails the store is as it was; other elements are never touched. A process killed during the swaps can
+    leave some of ``names`` new and the others old, each complete. On file systems without an atomic
+    exchange (not Linux; some network file systems) two renames are used instead: should the process die
+    between them, the element is missing until :func:`recover` (or the next call of this function) puts it
+    back. The consolidated metadata is rewritten (atomically) at the end.
 
     Parameters
     ----------
@@ -62,19 +64,28 @@ def write_elements(sdata: SpatialData, names: str | Sequence[str]) -> None:
     recover(store)
     root = zarr.open_group(store, mode="r+", use_consolidated=False)
     staging = store / STAGING
+    by_kind: dict[str, dict] = {}
+    for name in names:
+        by_kind.setdefault(kinds[name], {})[name] = sdata[name]
+    swapped: list[tuple[Path, Path]] = []
     try:
+        # every element is written (and validated) before the first swap: a bad one leaves the store untouched
+        with warnings.catch_warnings():  # a table alone annotates elements that are not in its staging store
+            warnings.filterwarnings("ignore", message="The table is annotating", category=UserWarning)
+            staged = SpatialData(**by_kind)
+        staged.write(staging / "new")
         for name in names:
             kind = kinds[name]
-            with warnings.catch_warnings():  # a table alone annotates elements that are not in its staging store
-                warnings.filterwarnings("ignore", message="The table is annotating", category=UserWarning)
-                staged = SpatialData(**{kind: {name: sdata[name]}})
-            staged.write(staging / "new")
             root.require_group(kind)
-            _swap(store / kind / name, staging / "new" / kind / name, staging / "old" / kind / name)
-            shutil.rmtree(staging)
+            target, old = store / kind / name, staging / "old" / kind / name
+            _swap(target, staging / "new" / kind / name, old)
+            swapped.append((target, old))
     except BaseException:
+        for target, old in reversed(swapped):  # put back the elements already replaced
+            _restore(target, old, staging / "discard" / target.parent.name / target.name)
         recover(store)
         raise
+    shutil.rmtree(staging)
     if sdata.has_consolidated_metadata():  # it lists the elements: a new one is invisible until rewritten
         sdata.write_consolidated_metadata()
 
@@ -112,7 +123,13 @@ def _local_store(sdata) -> Path:
     if not isinstance(sdata.path, Path):
         raise ValueError(f"Only local zarr stores can be written safely, not {sdata.path!s}.")
     store = sdata.path.resolve()
-    if zarr.open_group(store, mode="r").metadata.zarr_format != 3:
+    try:
+        group = zarr.open_group(store, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise ValueError(
+            f"{store} is not a zarr store; write the object there first with `sdata.write(path)`."
+        ) from None
+    if group.metadata.zarr_format != 3:
         raise ValueError(
             f"{store} uses an older SpatialData format (zarr v2); rewrite it with `sdata.write(new_path)` first."
         )
@@ -120,17 +137,29 @@ def _local_store(sdata) -> Path:
 
 
 def _swap(target: Path, new: Path, old: Path) -> None:
-    """Put ``new`` at ``target``; a previous ``target`` ends up in the staging folder (at ``new`` or ``old``)."""
+    """Put ``new`` at ``target``; a previous ``target`` ends up at ``old`` (in the staging folder)."""
+    old.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists():
         os.rename(new, target)
-    elif not _exchange(new, target):
-        old.parent.mkdir(parents=True, exist_ok=True)
+    elif _exchange(new, target):
+        os.rename(new, old)  # the previous element; a crash before this line leaves it in staging, to be deleted
+    else:
         os.rename(target, old)
         try:
             os.rename(new, target)
         except BaseException:
             os.rename(old, target)
             raise
+
+
+def _restore(target: Path, old: Path, discard: Path) -> None:
+    """Undo a :func:`_swap`: the previous element back at ``target`` (or none, if there was none)."""
+    discard.parent.mkdir(parents=True, exist_ok=True)
+    if not old.exists():  # the element was new to the store
+        os.rename(target, discard)
+    elif not _exchange(old, target):
+        os.rename(target, discard)
+        os.rename(old, target)
 
 
 def _exchange(a: Path, b: Path) -> bool:
