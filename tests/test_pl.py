@@ -3,6 +3,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import inspect
+import re
 import warnings
 
 import matplotlib.pyplot as plt
@@ -339,6 +340,9 @@ class TestEmbedding:
         drawn = np.concatenate([c.get_offsets() for c in ax.collections])
         assert drawn.shape == (40, 2) and np.isfinite(drawn).all()
         assert "X_umap" not in adata.obsm
+        # the fewest points a UMAP takes: 2 spots × 2 modalities
+        axes = oc.pl.embedding(adata[:2].copy())
+        assert len(np.concatenate([c.get_offsets() for c in axes[0].collections])) == 4
 
 
 PLOTS = [getattr(oc.pl, name) for name in oc.pl.__all__ if name != "pcs_as_rgb"]
@@ -355,3 +359,138 @@ def test_plots_follow_the_conventions(func):
     section = doc.split("Parameters\n----------")[1].split("Returns\n-------")[0]
     documented = {line.split(" ")[0] for line in section.splitlines() if line and not line[0].isspace()}
     assert set(params) <= documented
+
+
+def _results(n: int = 20) -> AnnData:
+    """Spots with every result the plots draw: annotation, proportions, predicted expression, an alignment."""
+    rng = np.random.default_rng(1)
+    spots = _spots(n)
+    adata = AnnData(
+        rng.poisson(5, size=(n, 3)).astype(np.float32),
+        obs=spots.obs,
+        var=pd.DataFrame(index=["g0", "g1", "g2"]),
+        obsm=dict(spots.obsm),
+    )
+    adata.obsm["X_omiclip_image"] = adata.obsm["X_omiclip_text"] + 1.0
+    adata.obs["omiclip_annotation"] = pd.Categorical(rng.choice(["a", "b"], n))
+    for key, columns in (("omiclip_annotation_scores", ["a", "b"]), ("omiclip_proportions", ["t1", "t2"])):
+        adata.obsm[key] = pd.DataFrame(rng.random((n, 2)), index=adata.obs_names, columns=columns)
+    adata.obsm["truth"] = adata.obsm["omiclip_proportions"].copy()
+    adata.obsm["prediction"] = pd.DataFrame(adata.X + 1.0, index=adata.obs_names, columns=adata.var_names)
+    adata.obsm["spatial_aligned"] = adata.obsm["spatial"] + 10.0
+    return adata
+
+
+def _predicted(adata: AnnData) -> AnnData:
+    """The prediction as `oc.tl.predex` returns it."""
+    prediction = adata.obsm["prediction"]
+    return AnnData(
+        prediction.to_numpy(), obs=pd.DataFrame(index=prediction.index), var=pd.DataFrame(index=prediction.columns)
+    )
+
+
+def _with(adata: AnnData, **obsm) -> AnnData:
+    for key, value in obsm.items():
+        adata.obsm[key] = value
+    return adata
+
+
+@pytest.mark.parametrize(
+    ("key", "plot"),
+    [
+        ("spatial", lambda a: oc.pl.embedding_rgb(a, use_rep="X_omiclip_text")),
+        ("spatial", oc.pl.annotation),
+        ("spatial", oc.pl.proportions),
+        ("spatial", lambda a: oc.pl.predex(a, "prediction")),
+        ("spatial_aligned", lambda a: oc.pl.alignment(a, a.copy())),
+        ("spatial_aligned", lambda a: oc.pl.alignment_stack([a, a.copy()])),
+    ],
+    ids=["embedding_rgb", "annotation", "proportions", "predex", "alignment", "alignment_stack"],
+)
+def test_nan_positions_are_an_error(key, plot):
+    adata = _results()
+    adata.obsm[key][[0, 3]] = np.nan
+    with pytest.raises(ValueError, match=rf"`.obsm\['{key}'\]` of the data has 2 rows with NaN/inf; drop those"):
+        plot(adata)
+
+
+@pytest.mark.parametrize(
+    ("key", "plot", "where"),
+    [
+        ("omiclip_annotation_scores", oc.pl.annotation, "`.obsm['omiclip_annotation_scores']`"),
+        ("omiclip_proportions", oc.pl.proportions, "`.obsm['omiclip_proportions']`"),
+        ("truth", lambda a: oc.pl.proportions(a, truth_key="truth"), "`.obsm['truth']`"),
+        ("prediction", lambda a: oc.pl.predex(a, "prediction"), "`.obsm['prediction']`"),
+        ("prediction", lambda a: oc.pl.predex(a, _predicted(a)), "`predicted.X`"),
+        ("X_omiclip_text", lambda a: oc.pl.pcs_as_rgb(a.obsm["X_omiclip_text"]), "The embedding"),
+    ],
+    ids=["annotation", "proportions", "truth", "predex key", "predex AnnData", "pcs_as_rgb"],
+)
+def test_nan_values_to_colour_are_an_error(key, plot, where):
+    adata = _results()
+    values = adata.obsm[key]
+    if isinstance(values, pd.DataFrame):
+        values.iloc[[1, 2, 5], 0] = np.nan
+    else:
+        values[[1, 2, 5], 0] = np.nan
+    with pytest.raises(ValueError, match=re.escape(f"{where} has 3 rows with NaN/inf, which have no colour")):
+        plot(adata)
+
+
+@pytest.mark.parametrize(
+    ("plot", "match"),
+    [
+        (lambda a: oc.pl.annotation(a[:0].copy()), r"The data has no observations \(n_obs == 0\)"),
+        (lambda a: oc.pl.predex(a, _predicted(a)[:0].copy()), r"`predicted` has no observations"),
+        (lambda a: oc.pl.annotation(a, references=[]), r"`references` is empty; choose from \['a', 'b'\]"),
+        (lambda a: oc.pl.proportions(a, cell_types=[]), r"`cell_types` is empty; choose from \['t1', 't2'\]"),
+        (
+            lambda a: oc.pl.annotation(
+                _with(a, omiclip_annotation_scores=a.obsm["omiclip_annotation_scores"].iloc[:, :0]), labels=False
+            ),
+            r"`.obsm\['omiclip_annotation_scores'\]` has no columns, so there are no references to show",
+        ),
+        (
+            lambda a: oc.pl.embedding(a[:3].copy(), use_rep="X_omiclip_text"),
+            r"A UMAP needs at least 4 points, got 3 \(3 observations × 1 embeddings\); use `basis='pca'`",
+        ),
+        (lambda a: oc.pl.embedding(a[:1].copy()), r"got 2 \(1 observations × 2 embeddings\)"),
+        (
+            lambda a: oc.pl.alignment_stack([_with(a, spatial_aligned_3d=a.obsm["spatial_aligned"]), a]),
+            r"`.obsm\['spatial_aligned_3d'\]` must be \(n_obs, 3\) x/y/z coordinates, got shape \(20, 2\)",
+        ),
+    ],
+    ids=[
+        "no spots",
+        "empty prediction",
+        "no references",
+        "no cell types",
+        "no score columns",
+        "umap 3",
+        "umap 2",
+        "3d",
+    ],
+)
+def test_unusable_selections_and_shapes_are_clear_errors(plot, match):
+    with pytest.raises(ValueError, match=match):
+        plot(_results())
+
+
+@pytest.mark.parametrize("whose", ["data", "prediction"])
+def test_predex_needs_unique_gene_names(whose):
+    adata = _results()
+    predicted = _predicted(adata)
+    (adata if whose == "data" else predicted).var_names = ["g0", "g1", "g0"]
+    with pytest.raises(
+        ValueError, match=rf"of the {whose} must be unique, but \['g0'\] repeat; call `.var_names_make_unique"
+    ):
+        oc.pl.predex(adata, predicted)
+
+
+@pytest.mark.parametrize("func", PLOTS, ids=lambda f: f.__name__)
+def test_save_into_a_missing_folder_fails_before_drawing(func, tmp_path):
+    missing = tmp_path / "figures"
+    n_inputs = sum(p.kind is p.POSITIONAL_OR_KEYWORD for p in inspect.signature(func).parameters.values())
+    with pytest.raises(FileNotFoundError, match=re.escape(f"the folder {str(missing)!r} does not exist")):
+        func(*[_results()] * n_inputs, save=missing / "plot.png")  # checked first, whatever the inputs
+    assert plt.get_fignums() == []

@@ -112,7 +112,7 @@ def get_coordinates(
     """``(n_obs, 2)`` float64 x/y from ``.obsm[key]``, with the errors that say what to do.
 
     ``name`` says whose coordinates in the errors (e.g. "the source"); ``first_two`` accepts 3-D coordinates (e.g.
-    ``align_stack``'s ``_3d``) and keeps x, y; ``finite=False`` lets NaN/inf through (plots skip them).
+    ``align_stack``'s ``_3d``) and keeps x, y; ``finite=False`` lets NaN/inf through.
     """
     where = f"`.obsm[{key!r}]` of {name}"
     if key not in adata.obsm:

@@ -9,7 +9,18 @@ import numpy as np
 
 from omiclip._anndata import check_same_dim, get_rep, get_table
 from omiclip.pl._embedding import pcs_as_rgb
-from omiclip.pl._utils import background, carried, draw_background, frame, has_image, panels, positions, save_figure
+from omiclip.pl._utils import (
+    background,
+    carried,
+    check_finite,
+    check_save,
+    draw_background,
+    frame,
+    has_image,
+    panels,
+    positions,
+    save_figure,
+)
 
 # section colours when no embedding colours them
 _SOURCE, _TARGET = "tab:red", "tab:blue"
@@ -66,6 +77,7 @@ def alignment(
     -------
     The two axes: before and after alignment.
     """
+    check_save(save)
     source_table, target_table = get_table(source, table_key), get_table(target)
     source_xy = positions(source_table, spatial_key)
     target_xy = positions(target_table, spatial_key)
@@ -156,6 +168,7 @@ def alignment_stack(
     """
     import matplotlib.pyplot as plt
 
+    check_save(save)
     if len(sections) < 2:
         raise ValueError(f"A stack needs at least 2 sections, got {len(sections)}.")
     if ax is not None and getattr(ax, "name", None) != "3d":
@@ -194,7 +207,17 @@ def _heights(tables, xys, key: str, z_spacing: float | None) -> list[np.ndarray]
     """Each section's spot heights: its ``{key}_3d`` z, or its position in the stack times a spacing."""
     stacked = f"{key}_3d"
     if z_spacing is None and all(stacked in table.obsm for table in tables):
-        return [np.asarray(table.obsm[stacked], dtype=np.float64)[:, 2] for table in tables]
+        heights = []
+        for table in tables:
+            xyz = np.asarray(table.obsm[stacked], dtype=np.float64)
+            if xyz.ndim != 2 or xyz.shape[0] != table.n_obs or xyz.shape[1] < 3:
+                raise ValueError(
+                    f"`.obsm[{stacked!r}]` must be (n_obs, 3) x/y/z coordinates, got shape {xyz.shape}; "
+                    "pass `z_spacing=` to stack the sections without it."
+                )
+            check_finite(xyz[:, 2], f"`.obsm[{stacked!r}]`")
+            heights.append(xyz[:, 2])
+        return heights
     if z_spacing is None:
         z_spacing = np.ptp(np.vstack(xys), axis=0).max() / 5
     return [np.full(len(xy), i * z_spacing) for i, xy in enumerate(xys)]

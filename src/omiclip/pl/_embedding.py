@@ -10,8 +10,11 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from omiclip._anndata import check_same_dim, embedding_key, get_rep, get_table
-from omiclip.pl._utils import frame, panels, positions, save_figure
+from omiclip._anndata import check_not_empty, check_same_dim, embedding_key, get_rep, get_table
+from omiclip.pl._utils import check_finite, check_save, frame, panels, positions, save_figure
+
+# UMAP's spectral initialisation needs more points than its 2 dimensions + 1; fewer fail deep in scipy
+_UMAP_MIN_POINTS = 4
 
 
 def principal_components(embedding: np.ndarray, n: int) -> np.ndarray:
@@ -19,6 +22,7 @@ def principal_components(embedding: np.ndarray, n: int) -> np.ndarray:
     embedding = np.asarray(embedding, dtype=np.float64)
     if embedding.ndim != 2 or embedding.shape[0] < 2:
         raise ValueError(f"Need an (n_obs >= 2, dim) embedding, got shape {embedding.shape}.")
+    check_finite(embedding, "The embedding")
     centred = embedding - embedding.mean(axis=0)
     components = np.linalg.svd(centred, full_matrices=False)[2][:n]
     return centred @ components.T
@@ -81,9 +85,10 @@ def embedding_rgb(
     -------
     The matplotlib axes.
     """
+    check_save(save)
     table = get_table(data, table_key)
-    colours = pcs_as_rgb(get_rep(table, use_rep))
     xy = positions(table, spatial_key)
+    colours = pcs_as_rgb(get_rep(table, use_rep))
     fig, (ax,) = panels(ax, 1, size=5.0)
     # plain matplotlib: squidpy colours spots by one value, not by an RGB colour each
     ax.scatter(xy[:, 0], xy[:, 1], c=colours, s=size)
@@ -145,7 +150,9 @@ def embedding(
     """
     import scanpy as sc
 
+    check_save(save)
     table = get_table(data, table_key)
+    check_not_empty(table)
     reps = _embeddings_to_map(table, use_rep)
     embeddings = [get_rep(table, rep) for rep in reps]
     for rep, values in zip(reps[1:], embeddings[1:], strict=True):
@@ -156,6 +163,12 @@ def embedding(
             raise KeyError(f"Did not find {name!r} in `.obs`; colour by one of {list(table.obs.columns)[:10]}.")
     if basis not in ("umap", "pca"):
         raise ValueError(f"`basis` must be 'umap' or 'pca', got {basis!r}.")
+    n_points = table.n_obs * len(reps)
+    if basis == "umap" and n_points < _UMAP_MIN_POINTS:
+        raise ValueError(
+            f"A UMAP needs at least {_UMAP_MIN_POINTS} points, got {n_points} ({table.n_obs} observations × "
+            f"{len(reps)} embeddings); use `basis='pca'`."
+        )
 
     mapped = _stacked(table, reps, keys)
     stacked = np.vstack(embeddings)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from omiclip._anndata import UNS_KEY, get_table, is_spatialdata
-from omiclip.pl._utils import panels, save_figure
+from omiclip.pl._utils import check_save, panels, save_figure
 
 # longest side of a tile drawn in a panel: full resolution up to this, resampled beyond
 _TILE_PX = 256
@@ -63,6 +63,7 @@ def retrieval(
     -------
     The list of axes, row by row: the query tile, then its retrieved tiles best first.
     """
+    check_save(save)
     query_table = get_table(query, table_key)
     reference_table = get_table(reference, reference_table_key)
     for name in (key, f"{key}_scores"):
@@ -76,8 +77,10 @@ def retrieval(
     if not 1 <= n <= retrieved.shape[1]:
         raise ValueError(f"`n` must be between 1 and the {retrieved.shape[1]} retrieved per query, got {n}.")
     shown = [query_table.obs_names[0]] if obs is None else ([obs] if isinstance(obs, str) else list(obs))
+    if not shown:
+        raise ValueError("`obs` is empty; pass the query observations to show.")
     rows = query_table.obs_names.get_indexer(shown)
-    if (rows < 0).any() or not shown:
+    if (rows < 0).any():
         raise KeyError(f"Query observations {[o for o, r in zip(shown, rows, strict=True) if r < 0][:5]} not found.")
     names = np.asarray(record["reference_obs_names"], dtype=str)[retrieved[rows, :n]]
     if not np.isin(names, reference_table.obs_names).all():

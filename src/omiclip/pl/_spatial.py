@@ -11,9 +11,9 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from omiclip._anndata import check_obs_key, get_table
+from omiclip._anndata import check_not_empty, check_obs_key, get_table
 from omiclip.metrics import pearson
-from omiclip.pl._utils import panels, save_figure, spot_panel, spots
+from omiclip.pl._utils import check_finite, check_save, panels, save_figure, spot_panel, spots
 
 
 def annotation(
@@ -69,15 +69,18 @@ def annotation(
     -------
     The list of axes: one per reference, then the label map.
     """
+    check_save(save)
     table = get_table(data, table_key)
+    check_not_empty(table)
     check_obs_key(table, key, made_by="oc.tl.annotate")
     scores = _obsm_frame(table, f"{key}_scores", made_by="oc.tl.annotate", column="reference")
-    shown = _columns(scores, references, "references")
+    shown = _columns(scores, references, f"{key}_scores", "references")
+    values = scores[shown].to_numpy(dtype=np.float64)
+    check_finite(values, f"`.obsm[{key + '_scores'!r}]`")
     where = spots(data, spatial_key=spatial_key, image_key=image_key, table_key=table_key, size=size)
 
     fig, axes = panels(ax, len(shown) + int(labels), ncols=ncols)
-    values = scores[shown].to_numpy(dtype=np.float64)
-    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    low, high = float(values.min()), float(values.max())
     for panel, reference in zip(axes, shown, strict=False):
         spot_panel(panel, where, scores[reference].to_numpy(), title=str(reference), cmap=cmap, vmin=low, vmax=high)
     if labels:
@@ -140,26 +143,30 @@ def proportions(
     -------
     The list of axes: per cell type its estimate (and then its truth).
     """
+    check_save(save)
     table = get_table(data, table_key)
+    check_not_empty(table)
     estimate = _obsm_frame(table, key, made_by="oc.tl.decompose", column="cell type")
-    shown = _columns(estimate, cell_types, "cell types")
+    shown = _columns(estimate, cell_types, key, "cell_types")
+    check_finite(estimate[shown].to_numpy(dtype=np.float64), f"`.obsm[{key!r}]`")
     truth = None
     if truth_key is not None:
         truth = _obsm_frame(table, truth_key, made_by=None, column="cell type")
         missing = [c for c in shown if c not in truth.columns]
         if missing:
             raise KeyError(f"`.obsm[{truth_key!r}]` lacks the cell types {missing[:5]}.")
+        check_finite(truth[shown].to_numpy(dtype=np.float64), f"`.obsm[{truth_key!r}]`")
     where = spots(data, spatial_key=spatial_key, image_key=image_key, table_key=table_key, size=size)
 
     fig, axes = panels(ax, len(shown) * (1 if truth is None else 2), ncols=ncols)
     panel = iter(axes)
     for cell_type in shown:
         values = estimate[cell_type].to_numpy(dtype=np.float64)
-        high = np.nanmax(values)
+        high = values.max()
         title = str(cell_type)
         if truth is not None:
             true_values = truth[cell_type].to_numpy(dtype=np.float64)
-            high = max(high, np.nanmax(true_values))
+            high = max(high, true_values.max())
             title = f"{cell_type} (PCC {pearson(values, true_values):.2f})"
         spot_panel(next(panel), where, values, title=title, cmap=cmap, vmin=0.0, vmax=high)
         if truth is not None:
@@ -214,8 +221,19 @@ def predex(
     -------
     The list of axes: per gene the measured, then the predicted expression (titled with the PCC).
     """
+    check_save(save)
     table = get_table(data, table_key)
+    check_not_empty(table)
     prediction = _prediction(table, predicted)
+    if len(prediction) == 0:
+        raise ValueError("`predicted` has no observations (n_obs == 0).")
+    # genes are looked up by name in both
+    for names, whose in ((table.var_names, "the data"), (prediction.columns, "the prediction")):
+        if not names.is_unique:
+            repeated = list(names[names.duplicated()].unique()[:3])
+            raise ValueError(
+                f"The gene names of {whose} must be unique, but {repeated} repeat; call `.var_names_make_unique()`."
+            )
     genes = list(prediction.columns[:4]) if genes is None else ([genes] if isinstance(genes, str) else list(genes))
     if not genes:
         raise ValueError("`genes` is empty.")
@@ -232,15 +250,17 @@ def predex(
             f"{list(prediction.index[rows < 0][:3])}); pass the table the prediction was made for."
         )
     measured = _expression(table, genes, layer)[rows]
+    check_finite(measured, "`.X`" if layer is None else f"`.layers[{layer!r}]`")
+    expected = prediction[genes].to_numpy(dtype=np.float64)
+    check_finite(expected, f"`.obsm[{predicted!r}]`" if isinstance(predicted, str) else "`predicted.X`")
     where = spots(data, spatial_key=spatial_key, image_key=image_key, table_key=table_key, size=size)
     where = dataclasses.replace(where, xy=where.xy[rows])
 
     fig, axes = panels(ax, 2 * len(genes), ncols=2)
     for i, gene in enumerate(genes):
-        values = prediction[gene].to_numpy(dtype=np.float64)
         spot_panel(axes[2 * i], where, measured[:, i], title=f"{gene} measured", cmap=cmap)
-        title = f"{gene} predicted (PCC {pearson(measured[:, i], values):.2f})"
-        spot_panel(axes[2 * i + 1], where, values, title=title, cmap=cmap)
+        title = f"{gene} predicted (PCC {pearson(measured[:, i], expected[:, i]):.2f})"
+        spot_panel(axes[2 * i + 1], where, expected[:, i], title=title, cmap=cmap)
     save_figure(fig, save)
     return axes
 
@@ -254,12 +274,18 @@ def _obsm_frame(table: AnnData, key: str, *, made_by: str | None, column: str) -
     return frame
 
 
-def _columns(frame: pd.DataFrame, chosen: Sequence[str] | None, what: str) -> list:
+def _columns(frame: pd.DataFrame, chosen: Sequence[str] | None, key: str, param: str) -> list:
+    """The columns to draw, one panel each: ``chosen`` (the argument ``param``), or all of ``.obsm[key]``."""
+    what = param.replace("_", " ")
+    if len(frame.columns) == 0:
+        raise ValueError(f"`.obsm[{key!r}]` has no columns, so there are no {what} to show.")
     if chosen is None:
         return list(frame.columns)
     chosen = [chosen] if isinstance(chosen, str) else list(chosen)
+    if not chosen:
+        raise ValueError(f"`{param}` is empty; choose from {list(frame.columns)[:10]}.")
     missing = [c for c in chosen if c not in frame.columns]
-    if missing or not chosen:
+    if missing:
         raise KeyError(f"Unknown {what} {missing[:5]}; available: {list(frame.columns)[:10]}.")
     return chosen
 

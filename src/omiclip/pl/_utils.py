@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from omiclip._anndata import get_coordinates, get_table, is_spatialdata
+from omiclip._anndata import check_not_empty, get_coordinates, get_table, is_spatialdata
 
 # longest side of an H&E image drawn behind spots: sharp in a figure, never the whole slide in memory
 BACKGROUND_PX = 2000
@@ -39,6 +39,17 @@ def panels(ax, n: int, *, ncols: int = 4, size: float = 4.0):
     return axes[0].figure, axes
 
 
+def check_save(save: str | os.PathLike | None) -> None:
+    """Fail before drawing, not after, when the figure could not be written to ``save``."""
+    if not isinstance(save, str | os.PathLike):  # None, or a file object that matplotlib writes to
+        return
+    folder = os.path.dirname(os.fspath(save))
+    if folder and not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"Cannot save to {os.fspath(save)!r}: the folder {folder!r} does not exist; create it first."
+        )
+
+
 def save_figure(fig, save: str | os.PathLike | None) -> None:
     """Write the figure when a path is given."""
     if save is not None:
@@ -46,8 +57,20 @@ def save_figure(fig, save: str | os.PathLike | None) -> None:
 
 
 def positions(table: AnnData, key: str, *, made_by: str | None = None) -> np.ndarray:
-    """``(n_obs, 2)`` x/y from ``.obsm[key]`` (the first two columns of 3-D coordinates); NaN rows are not drawn."""
-    return get_coordinates(table, key, made_by=made_by, first_two=True, finite=False)
+    """``(n_obs, 2)`` x/y from ``.obsm[key]`` (the first two columns of 3-D coordinates), all finite.
+
+    Limits, spot sizes and image placement need every position, so NaN/inf rows are an error, as is an empty table.
+    """
+    check_not_empty(table)
+    return get_coordinates(table, key, made_by=made_by, first_two=True)
+
+
+def check_finite(values: np.ndarray, where: str) -> None:
+    """Values that colour spots (or give a correlation) must be finite: a NaN has no colour and makes the PCC NaN."""
+    values = np.asarray(values, dtype=np.float64)
+    bad = int((~np.isfinite(values)).reshape(len(values), -1).any(axis=1).sum())
+    if bad:
+        raise ValueError(f"{where} has {bad} rows with NaN/inf, which have no colour; drop those observations first.")
 
 
 def frame(ax, xy: np.ndarray, pad: float) -> None:
