@@ -107,12 +107,11 @@ def get_coordinates(
     made_by: str | None = None,
     name: str = "the data",
     first_two: bool = False,
-    finite: bool = True,
 ) -> np.ndarray:
     """``(n_obs, 2)`` float64 x/y from ``.obsm[key]``, with the errors that say what to do.
 
     ``name`` says whose coordinates in the errors (e.g. "the source"); ``first_two`` accepts 3-D coordinates (e.g.
-    ``align_stack``'s ``_3d``) and keeps x, y; ``finite=False`` lets NaN/inf through.
+    ``align_stack``'s ``_3d``) and keeps x, y. NaN/inf are an error.
     """
     where = f"`.obsm[{key!r}]` of {name}"
     if key not in adata.obsm:
@@ -121,7 +120,7 @@ def get_coordinates(
     xy = np.asarray(adata.obsm[key], dtype=np.float64)
     if xy.ndim != 2 or xy.shape[0] != adata.n_obs or not (xy.shape[1] >= 2 if first_two else xy.shape[1] == 2):
         raise ValueError(f"{where} must be (n_obs, 2) x/y coordinates, got shape {xy.shape}.")
-    if finite and not np.isfinite(xy).all():
+    if not np.isfinite(xy).all():
         bad = int((~np.isfinite(xy)).any(axis=1).sum())
         raise ValueError(f"{where} has {bad} rows with NaN/inf; drop those observations first.")
     return xy[:, :2]
