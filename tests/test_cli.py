@@ -59,3 +59,39 @@ def test_finetune_writes_a_checkpoint_that_loads(store, tmp_path):
     args = ["finetune", store, "--out", str(checkpoint), "--model", "omiclip-tiny", "--epochs", "1", "--lr", "5e-4"]
     assert main(args) == 0
     assert oc.models.load("omiclip-tiny", checkpoint=checkpoint).checkpoint_sha256
+
+
+def _one_line_error(capsys, command: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"omiclip {command}: error:") and "\n" not in err  # no traceback
+    return err
+
+
+@pytest.mark.parametrize("out", ["folder", "file/x.pt"])
+def test_finetune_refuses_an_unwritable_out_before_reading_the_stores(tmp_path, capsys, out):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").touch()
+    # the store does not exist: the --out error must come first, before any store is read or model trained
+    args = ["finetune", str(tmp_path / "missing.zarr"), "--out", str(tmp_path / out), "--model", "omiclip-tiny"]
+    assert main(args) == 1
+    err = _one_line_error(capsys, "finetune")
+    assert str(tmp_path / out) in err and ("is a folder" in err or "is a file" in err)
+
+
+def test_demo_checks_its_arguments_before_making_the_out_folder(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--size-um", "10"]) == 1
+    assert "size_um" in _one_line_error(capsys, "demo")
+    assert main(["demo", "--out", str(out), "--epochs", "0"]) == 1
+    assert "epochs" in _one_line_error(capsys, "demo")
+    assert not out.exists()
+    out.touch()
+    assert main(["demo", "--out", str(out)]) == 1
+    assert "is a file" in _one_line_error(capsys, "demo")
+
+
+def test_model_help_names_what_is_supported(capsys):
+    with pytest.raises(SystemExit):
+        main(["embed", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "checkpoint file" in out and "config json" not in out

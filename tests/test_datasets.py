@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 from spatialdata.transformations import get_transformation
@@ -96,11 +98,31 @@ class TestSyntheticTissue:
                 _mean_expression(ref, list(markers), own).mean() > 5 * _mean_expression(ref, list(markers), ~own).mean()
             )
 
-    def test_bad_arguments(self):
-        with pytest.raises(ValueError, match="n_domains"):
-            oc.datasets.synthetic_tissue(n_domains=9, image=False)
-        with pytest.raises(ValueError, match="section"):
-            oc.datasets.synthetic_tissue(section=-1, image=False)
+    @pytest.mark.parametrize(
+        ("function", "argument", "match"),
+        [
+            ("synthetic_tissue", {"n_domains": 9}, "`n_domains` must be an integer between 2 and 6, got 9"),
+            ("synthetic_tissue", {"n_domains": 3.5}, "`n_domains` must be an integer"),
+            ("synthetic_tissue", {"section": -1}, "`section` must be an integer >= 0"),
+            ("synthetic_tissue", {"section": 1.5}, "`section` must be an integer >= 0"),
+            ("synthetic_tissue", {"seed": -1}, "`seed` must be an integer >= 0"),
+            ("synthetic_tissue", {"size_um": 100}, "`size_um` must be at least 220 µm"),
+            ("synthetic_tissue", {"size_um": float("nan")}, "`size_um` must be a finite number"),
+            ("synthetic_tissue", {"um_per_px": float("nan")}, "`um_per_px` must be a finite number > 0"),
+            ("synthetic_tissue", {"deformation": float("nan")}, "`deformation` must be a finite number >= 0"),
+            ("synthetic_tissue", {"dispersion": 0}, "`dispersion` must be a finite number > 0"),
+            ("synthetic_tissue", {"position_noise_um": -5}, "`position_noise_um` must be a finite number >= 0"),
+            ("synthetic_reference", {"size_um": 10}, "`size_um` must be at least 220 µm"),
+            ("synthetic_reference", {"n_cells": 2.5}, "`n_cells` must be an integer >= 1"),
+            ("synthetic_reference", {"n_cells": 0}, "`n_cells` must be an integer >= 1"),
+            ("synthetic_reference", {"dispersion": -1}, "`dispersion` must be a finite number > 0"),
+            ("synthetic_reference", {"seed": -1}, "`seed` must be an integer >= 0"),
+        ],
+    )
+    def test_bad_arguments(self, function, argument, match):
+        defaults = {"synthetic_tissue": {"image": False}, "synthetic_reference": {"n_cells": 10}}[function]
+        with pytest.raises(ValueError, match=re.escape(match)):
+            getattr(oc.datasets, function)(**{**defaults, "size_um": 800, **argument})
 
 
 class TestHer2st:
@@ -129,3 +151,15 @@ class TestHer2st:
     def test_missing_section(self, her2st_path):
         with pytest.raises(FileNotFoundError, match="Z9"):
             oc.datasets.her2st("Z9", her2st_path)
+
+    def test_missing_section_lists_the_available_ones(self, tmp_path):
+        (tmp_path / "counts").mkdir()
+        for section in ("B1", "A1"):
+            (tmp_path / "counts" / f"{section}.tsv.gz").touch()
+        with pytest.raises(FileNotFoundError, match="'Z9'.*Available sections: A1, B1"):
+            oc.datasets.her2st("Z9", tmp_path)
+
+    def test_file_instead_of_folder(self, tmp_path):
+        (tmp_path / "her2st.zip").touch()
+        with pytest.raises(NotADirectoryError, match="is a file: pass the folder"):
+            oc.datasets.her2st("A1", tmp_path / "her2st.zip")

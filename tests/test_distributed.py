@@ -10,6 +10,11 @@ import spatialdata
 import omiclip as oc
 from omiclip._anndata import working_copy
 from omiclip.io import _zarr
+from omiclip.tl import _cohort
+
+
+def _no_model_load(*args, **kwargs):
+    raise AssertionError("bad arguments must be refused before the model is loaded")
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +154,24 @@ class TestCohort:
     def test_missing_store_is_an_error(self, tmp_path, tiny):
         with pytest.raises(FileNotFoundError, match="do not exist"):
             oc.tl.embed_cohort([tmp_path / "nowhere.zarr"], model=tiny)
+
+    def test_no_stores_is_an_error_before_loading(self, monkeypatch):
+        monkeypatch.setattr(_cohort, "_as_encoder", _no_model_load)
+        with pytest.raises(ValueError, match="No stores to embed"):
+            oc.tl.embed_cohort([], model="omiclip-tiny")
+
+    @pytest.mark.parametrize(
+        ("argument", "match"), [({"batch_size": 0}, "`batch_size` must be positive"), ({"precision": "fp64"}, "fp64")]
+    )
+    def test_bad_arguments_fail_once_before_loading(self, tmp_path, monkeypatch, argument, match):
+        monkeypatch.setattr(_cohort, "_as_encoder", _no_model_load)
+        with pytest.raises(ValueError, match=match):  # not one "failed" row per store
+            oc.tl.embed_cohort([tmp_path], model="omiclip-tiny", **argument)
+
+    def test_half_precision_off_cuda_fails_once(self, store, tiny, tmp_path):
+        slide = copy_store(store, tmp_path / "slide.zarr")
+        with pytest.raises(ValueError, match="autocast for CUDA"):
+            oc.tl.embed_cohort([slide], model=tiny, precision="fp16")
 
 
 class TestWriteElements:

@@ -164,3 +164,13 @@ class TestCheckpoints:
     def test_unknown_name(self):
         with pytest.raises(ValueError, match="Unknown model 'clip'.*omiclip-tiny"):
             oc.models.load("clip")
+
+    @pytest.mark.parametrize("name", ["nope.pt", "weights/tuned", "model.safetensors"])
+    def test_missing_checkpoint_path_is_a_missing_file(self, monkeypatch, tmp_path, name):
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(FileNotFoundError, match=rf"Checkpoint file '{name}' does not exist.*omiclip-tiny"):
+            oc.models.load(name)
+
+    def test_folder_as_model_is_not_a_file(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match="is not a file"):
+            oc.models.load(tmp_path)

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     sc.settings.verbosity = "hint"  # say what is written where
     try:
         return args.run(args)
-    except (KeyError, ValueError, TypeError, FileNotFoundError, NotADirectoryError, RuntimeError) as err:
+    except (KeyError, ValueError, TypeError, OSError, RuntimeError) as err:  # OSError: paths that cannot be written
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"omiclip {args.command}: error: {message}", file=sys.stderr)
         return 1
@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="omiclip", help="omiclip, omiclip-tiny or a config json")
+    parser.add_argument("--model", default="omiclip", help="omiclip, omiclip-tiny or a checkpoint file (.pt)")
     parser.add_argument(
         "--checkpoint", help="local checkpoint (default: $OMICLIP_CHECKPOINT or ~/.cache/omiclip/checkpoint.pt)"
     )
@@ -134,7 +134,9 @@ def _embed(args) -> int:
 
 def _finetune(args) -> int:
     import omiclip as oc
+    from omiclip.io._paths import check_writable
 
+    check_writable(args.out)  # before reading stores and training, not after
     sections = [_read(path) for path in args.stores]
     for sdata in sections:
         for table in sdata.tables:

@@ -16,12 +16,16 @@ def run_demo(out: str | Path = "omiclip_demo", *, size_um: float = 3000.0, epoch
     zarr and a figure into ``out``.
     """
     import omiclip as oc
+    from omiclip.io._paths import check_writable
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(out, folder=True)
+    if epochs < 1:
+        raise ValueError(f"`epochs` must be >= 1, got {epochs}.")
     timings = {}
     tic = time.perf_counter()
+    # simulating checks size_um and seed: the output folder is made only once they are known to be good
     sections = [oc.datasets.synthetic_tissue(section=k, seed=seed, size_um=size_um) for k in (0, 1)]
+    out.mkdir(parents=True, exist_ok=True)
     for sdata in sections:
         oc.pp.gene_sentences(sdata)
     timings["simulate + gene sentences"] = time.perf_counter() - tic

@@ -91,7 +91,7 @@ def worker_model(model, *, checkpoint, device) -> WorkerModel:
     name = str(model)
     if name not in MODELS:  # a checkpoint path
         if not Path(name).expanduser().is_file():
-            get_spec(name)  # raises the "unknown model" error
+            get_spec(model)  # raises "unknown model", or "no such file" for a path
         if checkpoint is not None:
             raise ValueError("Pass either a checkpoint path as the model or `checkpoint=`, not both.")
         return WorkerModel(None, _absolute(name), 0, device)

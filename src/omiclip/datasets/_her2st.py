@@ -46,7 +46,11 @@ def her2st(section: str, path: str | os.PathLike | None = None, *, image: bool =
     spots_file = root / "spots" / f"{section}_selection.tsv"
     for required in (counts_file, spots_file):
         if not required.is_file():
-            raise FileNotFoundError(f"Section {section!r}: {required} not found in the HER2ST folder {root}.")
+            available = sorted(path.name.removesuffix(".tsv.gz") for path in root.glob("counts/*.tsv.gz"))
+            raise FileNotFoundError(
+                f"Section {section!r}: {required} not found in the HER2ST folder {root}. "
+                f"Available sections: {', '.join(available) or 'none (no counts/*.tsv.gz)'}."
+            )
 
     counts = pd.read_csv(counts_file, sep="\t", index_col=0)
     spots = pd.read_csv(spots_file, sep="\t")
@@ -91,6 +95,8 @@ def _root(path) -> Path:
             raise ValueError(f"Pass `path=` (the HER2ST folder with counts/ and spots/) or set ${HER2ST_ENV}.")
         path = os.environ[HER2ST_ENV]
     root = Path(path).expanduser()
+    if root.is_file():
+        raise NotADirectoryError(f"HER2ST path {root} is a file: pass the folder with counts/ and spots/.")
     if not root.is_dir():
         raise FileNotFoundError(f"HER2ST folder {root} does not exist.")
     return root

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+from numbers import Integral, Real
+
+import numpy as np
 from anndata import AnnData
 
 from ._spatialdata import build_sdata
 from ._synthetic import SPOT_DIAMETER_UM, SectionParams, simulate_reference, simulate_section
+from ._tissue_biology import DOMAINS
+
+_MIN_SIZE_UM = 4 * SPOT_DIAMETER_UM  # smaller slides hold too few spots (and no tissue to sample cells from)
 
 
 def synthetic_tissue(
@@ -67,6 +73,10 @@ def synthetic_tissue(
         ``obsm["true_spatial"]`` (where each spot lies in section 0's coordinates: the alignment ground
         truth) and ``uns["synthetic"]`` (all parameters, including the warp).
     """
+    _check_integer(section=section, seed=seed)
+    _check_tissue(size_um, n_domains)
+    _check_number(um_per_px=um_per_px, dispersion=dispersion)
+    _check_number(deformation=deformation, position_noise_um=position_noise_um, zero=True)
     params = SectionParams(
         seed=seed,
         section=section,
@@ -77,10 +87,6 @@ def synthetic_tissue(
         dispersion=float(dispersion),
         position_noise_um=float(position_noise_um),
     )
-    if section < 0:
-        raise ValueError(f"`section` must be >= 0, got {section}.")
-    if size_um < 4 * SPOT_DIAMETER_UM or um_per_px <= 0:
-        raise ValueError("`size_um` must be at least 220 µm and `um_per_px` positive.")
     cells, table, he = simulate_section(params, image=image)
     return build_sdata(
         table,
@@ -118,6 +124,31 @@ def synthetic_reference(
     -------
     AnnData (cells × genes, sparse counts) with ``obs["cell_type"]`` (categorical).
     """
-    if n_cells < 1:
-        raise ValueError(f"`n_cells` must be positive, got {n_cells}.")
+    _check_integer(seed=seed)
+    _check_integer(n_cells=n_cells, minimum=1)
+    _check_tissue(size_um, n_domains)
+    _check_number(dispersion=dispersion)
     return simulate_reference(seed, float(size_um), n_domains, n_cells, float(dispersion))
+
+
+def _check_integer(minimum: int = 0, maximum: int | None = None, **values) -> None:
+    for name, value in values.items():
+        integer = isinstance(value, Integral) and not isinstance(value, bool)
+        if not integer or value < minimum or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            raise ValueError(f"`{name}` must be an integer {bounds}, got {value!r}.")
+
+
+def _check_number(zero: bool = False, **values) -> None:
+    """Finite numbers, > 0 (or >= 0 with ``zero``): NaN would otherwise surface deep inside numpy."""
+    for name, value in values.items():
+        ok = isinstance(value, Real) and not isinstance(value, bool) and np.isfinite(value)
+        if not ok or value < 0 or (value == 0 and not zero):
+            raise ValueError(f"`{name}` must be a finite number {'>=' if zero else '>'} 0, got {value!r}.")
+
+
+def _check_tissue(size_um, n_domains) -> None:
+    _check_number(size_um=size_um)
+    if size_um < _MIN_SIZE_UM:
+        raise ValueError(f"`size_um` must be at least {_MIN_SIZE_UM:g} µm, got {size_um!r}.")
+    _check_integer(n_domains=n_domains, minimum=2, maximum=len(DOMAINS))

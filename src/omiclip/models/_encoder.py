@@ -233,13 +233,18 @@ class Encoder:
         return out
 
     def _autocast(self, precision: Precision):
+        check_precision(precision, self.device)
         if precision == "fp32":
             return contextlib.nullcontext()
-        if precision not in _AUTOCAST_DTYPES:
-            raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {precision!r}.")
-        if self.device.type != "cuda":
-            raise ValueError(f"precision={precision!r} is autocast for CUDA; on {self.device.type} use 'fp32'.")
         return torch.autocast("cuda", dtype=_AUTOCAST_DTYPES[precision])
+
+
+def check_precision(precision: str, device: torch.device | None = None) -> None:
+    """Refuse an unknown ``precision``, and half precision on a ``device`` other than CUDA (when known)."""
+    if precision != "fp32" and precision not in _AUTOCAST_DTYPES:
+        raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {precision!r}.")
+    if precision != "fp32" and device is not None and device.type != "cuda":
+        raise ValueError(f"precision={precision!r} is autocast for CUDA; on {device.type} use 'fp32'.")
 
 
 def prefetch(iterable: Iterable, depth: int = 2) -> Iterator:

@@ -50,7 +50,7 @@ def load(
     name = str(name_or_path)
     if name not in MODELS:
         if not Path(name).expanduser().is_file():
-            get_spec(name)  # raises the "unknown model" error
+            get_spec(name_or_path)  # raises "unknown model", or "no such file" for a path
         if checkpoint is not None:
             raise ValueError("Pass either a checkpoint path as the model or `checkpoint=`, not both.")
         checkpoint, name = Path(name).expanduser(), None

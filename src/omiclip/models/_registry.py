@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,14 +50,31 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def get_spec(name: str) -> ModelSpec:
-    """Return the spec of a registered model, with an error listing the known names."""
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+
+
+def get_spec(name: str | os.PathLike) -> ModelSpec:
+    """Return the spec of a registered model, with an error listing the known names.
+
+    A ``name`` meant as a file (a path object, a folder in it or a checkpoint suffix) that is not registered
+    is reported as a missing checkpoint file rather than an unknown name.
+    """
     try:
-        return MODELS[name]
+        return MODELS[str(name)]
     except KeyError:
-        raise ValueError(
-            f"Unknown model {name!r}. Known models: {', '.join(MODELS)}; or pass a checkpoint path."
-        ) from None
+        known = f"Known models: {', '.join(MODELS)}"
+        text = str(name)
+        if isinstance(name, os.PathLike) or _looks_like_path(text):
+            path = Path(text).expanduser()
+            problem = "is not a file" if path.exists() else "does not exist"
+            raise FileNotFoundError(
+                f"Checkpoint file {str(path)!r} {problem}: pass an existing checkpoint, or a model name ({known})."
+            ) from None
+        raise ValueError(f"Unknown model {text!r}. {known}; or pass a checkpoint path.") from None
+
+
+def _looks_like_path(name: str) -> bool:
+    return "/" in name or os.sep in name or name.lower().endswith(_CHECKPOINT_SUFFIXES)
 
 
 def register_configs() -> None:

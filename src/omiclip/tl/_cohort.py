@@ -18,10 +18,10 @@ from omiclip._anndata import embedding_key
 from omiclip._core import distributed
 from omiclip.io import recover, write_elements
 from omiclip.models import Encoder
-from omiclip.models._encoder import Precision
+from omiclip.models._encoder import Precision, check_precision
 from omiclip.pp._tiles import HIRES_UM_PER_PX
 from omiclip.pp._tiles import tiles as tiles_of
-from omiclip.tl._embed import _as_encoder, embed
+from omiclip.tl._embed import _as_encoder, _check_encoding, embed
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -80,6 +80,10 @@ def embed_cohort(
     :func:`omiclip.tl.embed` does, and with ``grid=True`` the grid shapes and table.
     """
     stores = [Path(data)] if isinstance(data, str | os.PathLike) else [Path(path) for path in data]
+    if not stores:
+        raise ValueError("No stores to embed: pass the paths of SpatialData zarr stores.")
+    # wrong arguments would fail every store alike: refuse them once, before loading the model
+    _check_encoding(batch_size, precision)
     missing = [str(path) for path in stores if not path.is_dir()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {len(stores)} stores do not exist, e.g. {missing[:3]}.")
@@ -87,6 +91,7 @@ def embed_cohort(
         raise ValueError("Some stores are listed twice.")
     if client is None:  # load once for all slides
         model, checkpoint, device = _as_encoder(model, checkpoint=checkpoint, device=device), None, None
+        check_precision(precision, model.device)
     else:  # a model the workers cannot load fails here, once, not once per slide
         distributed.describe(client, distributed.worker_model(model, checkpoint=checkpoint, device=device))
 

@@ -19,7 +19,7 @@ from omiclip._anndata import (
 )
 from omiclip._core import distributed
 from omiclip.models import Encoder, load
-from omiclip.models._encoder import Precision
+from omiclip.models._encoder import Precision, check_precision
 from omiclip.pp._tiles import HIRES_UM_PER_PX, Tiles
 from omiclip.pp._tiles import tiles as tiles_of
 
@@ -104,8 +104,7 @@ def embed(
         raise ValueError(f"modality must be 'text' or 'image', got {modality!r}.")
     if client is not None and modality == "text":
         raise ValueError("`client` distributes image tiles; embed gene sentences without it (they are cheap).")
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
+    _check_encoding(batch_size, precision)
     if modality == "text":
         adata = get_table(data, table_key)
         check_not_empty(adata)
@@ -163,6 +162,13 @@ def embed(
     record(adata, "embed", runs)
     logg.finished(start, [(key, f"{modality} embeddings (obsm)")])
     return data if copy else None
+
+
+def _check_encoding(batch_size: int, precision: str) -> None:
+    """The encoding arguments of :func:`embed`, checked before any model is loaded."""
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
+    check_precision(precision)
 
 
 def _as_encoder(model, *, checkpoint, device) -> Encoder:

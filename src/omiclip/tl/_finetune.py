@@ -13,6 +13,7 @@ import torch
 from omiclip import _logging as logg
 from omiclip._anndata import SENTENCE_KEY, check_obs_key, get_table, record
 from omiclip._core.contrastive import TrainingState, train_contrastive
+from omiclip.io._paths import check_writable
 from omiclip.models import Encoder
 from omiclip.models._checkpoint import model_name_in, read_checkpoint, save_checkpoint, state_dict_of
 from omiclip.models._encoder import resolve_device
@@ -113,6 +114,8 @@ def finetune(
         raise ValueError(f"`freeze` must be None, 'image' or 'text', got {freeze!r}.")
     if epochs < 1 or batch_size < 2:
         raise ValueError("`epochs` must be >= 1 and `batch_size` >= 2.")
+    if save is not None:
+        check_writable(save)
     pairs_tiles, pairs_sentences = [], []
     for section in sections:
         table = get_table(section, table_key)
