@@ -66,6 +66,9 @@ def test_checkpoint_reloads_and_freeze(small_section, tiny, tmp_path):
 def test_errors(small_section, tiny, tmp_path):
     with pytest.raises(ValueError, match="freeze"):
         oc.tl.finetune(small_section, model=tiny, freeze="both")
+    for bad in ({"lr": -1.0}, {"lr": float("nan")}, {"weight_decay": -0.1}, {"warmup": -1}):
+        with pytest.raises(ValueError, match="finite `lr` > 0"):
+            oc.tl.finetune(small_section, model=tiny, **bad)
     bare = working_copy(small_section, copy=True)
     del bare.tables["table"].obs["gene_sentence"]
     with pytest.raises(KeyError, match="gene_sentences"):

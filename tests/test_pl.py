@@ -305,6 +305,9 @@ def test_retrieval_shows_query_and_reference_tiles(section, tmp_path):
         oc.pl.retrieval(section, reference, n=4)
     with pytest.raises(ValueError, match="reference's H&E"):
         oc.pl.retrieval(section, AnnData(obs=reference_table.obs[[]].copy()), n=2)
+    query_table.obsm["omiclip_retrieved"] = retrieved + reference_table.n_obs  # from another, larger reference
+    with pytest.raises(ValueError, match="positions in the searched reference"):
+        oc.pl.retrieval(section, reference, obs=shown, n=2)
 
 
 class TestEmbedding:

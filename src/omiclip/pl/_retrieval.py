@@ -82,7 +82,14 @@ def retrieval(
     rows = query_table.obs_names.get_indexer(shown)
     if (rows < 0).any():
         raise KeyError(f"Query observations {[o for o, r in zip(shown, rows, strict=True) if r < 0][:5]} not found.")
-    names = np.asarray(record["reference_obs_names"], dtype=str)[retrieved[rows, :n]]
+    reference_names = np.asarray(record["reference_obs_names"], dtype=str)
+    picked = retrieved[rows, :n]
+    if not np.issubdtype(picked.dtype, np.integer) or picked.min() < 0 or picked.max() >= len(reference_names):
+        raise ValueError(
+            f"`.obsm[{key!r}]` must hold positions in the searched reference (0 to {len(reference_names) - 1}); "
+            "run `oc.tl.retrieve` again."
+        )
+    names = reference_names[picked]
     if not np.isin(names, reference_table.obs_names).all():
         raise KeyError("The retrieved observations are not in `reference`; pass the reference that was searched.")
     for data, which in ((query, "query"), (reference, "reference")):

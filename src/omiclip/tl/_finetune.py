@@ -114,6 +114,10 @@ def finetune(
         raise ValueError(f"`freeze` must be None, 'image' or 'text', got {freeze!r}.")
     if epochs < 1 or batch_size < 2:
         raise ValueError("`epochs` must be >= 1 and `batch_size` >= 2.")
+    if not (np.isfinite(lr) and lr > 0 and np.isfinite(weight_decay) and weight_decay >= 0 and warmup >= 0):
+        raise ValueError(
+            f"Need a finite `lr` > 0, `weight_decay` >= 0 and `warmup` >= 0; got {lr}, {weight_decay}, {warmup}."
+        )
     if save is not None:
         check_writable(save)
     pairs_tiles, pairs_sentences = [], []
