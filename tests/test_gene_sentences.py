@@ -1,4 +1,8 @@
+import gzip
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -8,6 +12,47 @@ from scipy import sparse
 
 import omiclip as oc
 from omiclip._core import sentences as core
+from omiclip._core import tokens
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+VISIUM_V1 = SHARED / "visium" / "scanpy_v1_1.0.0"
+# symbols with digits, dashes, dots, underscores, case, and characters ftfy/HTML/Unicode handling touches
+ODD_SYMBOLS = [
+    "C1orf112",
+    "HLA-DRB1",
+    "MT-CO1",
+    "RP11-34P13.7",
+    "ENSG00000242485.5",
+    "Sept9",
+    "1-Mar",
+    "H2-K1",
+    "Nkx2-1",
+    "MIR4435-2HG",
+    "Y_RNA",
+    "5S_rRNA",
+    "AC006064.4",
+    "gene's",
+    "x'd",
+    "<start_of_text>",
+    "<END_OF_TEXT>",
+    "x/y",
+    "A&amp;B",
+    "&lt;tag&gt;",
+    "&amp;lt;x",
+    "Ülk1",
+    "β-actin",
+    "naïve",
+    "ＡＢＣ",
+    "ﬁsh",
+    "Ａ１",
+    "ABC\u200b1",
+    "\u2018quoted\u2019",
+    "IGHV3-23",
+    "TRBV20-1",
+    "snoU13",
+    "7SK",
+    "Gm42418",
+]
 
 
 def _adata(matrix, genes):
@@ -215,3 +260,202 @@ def test_duplicate_entries_and_missing_symbols():
     oc.pp.gene_sentences(adata, gene_symbols="symbol", exclude=(g for g in ["KRT8"]))
     assert adata.obs["gene_sentence"].iloc[0] == "EPCAM"
     assert adata.uns["omiclip"]["gene_sentences"]["exclude"] == ["KRT8"]
+
+
+def _real_symbols(n: int = 4000) -> list[str]:
+    """Human and mouse symbols from the shared data (every k-th, for time), plus the housekeeping list."""
+    from omiclip._housekeeping import housekeeping_genes
+
+    symbols = sorted(housekeeping_genes())
+    her2st = SHARED / "her2st" / "counts" / "A1.tsv.gz"
+    mouse = SHARED / "visium" / "cytassist_mouse_sr2" / "filtered_feature_bc_matrix" / "features.tsv.gz"
+    if her2st.is_file():
+        with gzip.open(her2st, "rt") as handle:
+            human = handle.readline().rstrip("\n").split("\t")[1:]
+        symbols += human[:: max(1, len(human) // n)]
+    if mouse.is_file():
+        with gzip.open(mouse, "rt") as handle:
+            names = [line.split("\t")[1] for line in handle]
+        symbols += names[:: max(1, len(names) // (n // 2))]
+    return list(dict.fromkeys(symbols))
+
+
+@pytest.fixture(scope="module")
+def clip():
+    import open_clip
+
+    return open_clip.get_tokenizer("coca_ViT-L-14")
+
+
+class TestTokenCounts:
+    def test_word_counts_equal_open_clip(self, clip):
+        words = _real_symbols() + ODD_SYMBOLS
+        expected = [len(clip.encode(word)) for word in words]
+        np.testing.assert_array_equal(tokens.word_token_counts(words), expected)
+        assert tokens.word_token_counts(["COL1A1"])[0] == 4  # digits are one token each
+
+    def test_sentence_count_is_the_sum_of_its_words(self, clip):
+        words = np.array(_real_symbols() + ODD_SYMBOLS, dtype=object)
+        rng = np.random.default_rng(0)
+        for _ in range(200):
+            sentence = list(rng.choice(words, 50, replace=False))
+            assert len(clip.encode(" ".join(sentence))) == tokens.word_token_counts(sentence).sum()
+
+    def test_counts_without_torch_or_open_clip(self, clip):
+        # load the module from its file: importing the omiclip package would import torch (for now)
+        code = (
+            "import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('tokens', {tokens.__file__!r})\n"
+            "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+            "print(module.word_token_counts(['COL1A1', 'HLA-DRB1', 'ERBB2']).tolist())\n"
+            "print(sorted(m for m in ('torch', 'open_clip', 'ftfy', 'regex') if m in sys.modules))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        counts, imported = out.strip().splitlines()
+        assert counts == str([len(clip.encode(w)) for w in ("COL1A1", "HLA-DRB1", "ERBB2")])
+        assert imported == "[]"
+
+
+class TestGeneIdentifiers:
+    @staticmethod
+    def _ensembl(ids, **columns):
+        x = np.array([[5, 1, 3, 0], [0, 2, 0, 7]], dtype=np.float32)
+        adata = _adata(x, ids)
+        for name, values in columns.items():
+            adata.var[name] = values
+        return adata
+
+    def test_symbol_column_is_found(self):
+        ids = [f"ENSG{i:011d}" for i in range(4)]
+        adata = self._ensembl(ids, gene_ids=ids, gene_symbols=["EPCAM", "KRT8", "MS4A1", "PTPRC"])
+        oc.pp.gene_sentences(adata, n_genes=2)
+        assert adata.obs["gene_sentence"].tolist() == ["EPCAM MS4A1", "PTPRC KRT8"]
+        assert adata.uns["omiclip"]["gene_sentences"]["gene_symbols"] == "gene_symbols"
+
+    def test_versioned_mouse_ids_with_feature_name(self):
+        ids = [f"ENSMUSG{i:011d}.{i + 1}" for i in range(4)]
+        adata = self._ensembl(ids, feature_name=["Epcam", "Krt8", "Ms4a1", "Ptprc"])
+        oc.pp.gene_sentences(adata, n_genes=2)
+        assert adata.obs["gene_sentence"].tolist() == ["Epcam Ms4a1", "Ptprc Krt8"]
+
+    def test_no_symbol_column_is_an_error_that_says_the_fix(self):
+        ids = [f"ENSG{i:011d}" for i in range(4)]
+        adata = self._ensembl(ids, gene_ids=ids, gene_name=ids)  # a "name" column that holds IDs is no symbol column
+        with pytest.raises(ValueError, match=r"Ensembl IDs .*`gene_symbols=`.*\['gene_ids', 'gene_name'\]"):
+            oc.pp.gene_sentences(adata)
+        with pytest.raises(ValueError, match=r"`.var\['gene_ids'\]` holds Ensembl IDs"):
+            oc.pp.gene_sentences(adata, gene_symbols="gene_ids")
+        assert "gene_sentence" not in adata.obs
+
+    def test_a_few_ids_among_symbols_are_left_alone(self):
+        adata = self._ensembl(["EPCAM", "KRT8", "ENSG00000242485", "PTPRC"])
+        oc.pp.gene_sentences(adata, n_genes=2)
+        assert adata.obs["gene_sentence"].tolist() == ["EPCAM ENSG00000242485", "PTPRC KRT8"]
+        assert adata.uns["omiclip"]["gene_sentences"]["gene_symbols"] is None
+
+    def test_visium_with_ensembl_var_names(self):
+        if not VISIUM_V1.is_dir():
+            pytest.skip(f"Visium V1 data not found at {VISIUM_V1}")
+        import scanpy as sc
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            adata = sc.read_visium(VISIUM_V1)
+        # this Space Ranger output names its features by Ensembl ID: var_names and "gene_ids" are both IDs
+        assert adata.var_names[0].startswith("ENSG") and "gene_ids" in adata.var
+        with pytest.raises(ValueError, match=r"`var_names` are Ensembl IDs .*`gene_symbols=`"):
+            oc.pp.gene_sentences(adata)
+        symbols = [f"GENE{i}" for i in range(adata.n_vars)]  # stand-ins: no ID->symbol table here
+        by_symbol = adata.copy()
+        by_symbol.var_names = symbols
+        expected = oc.pp.gene_sentences(by_symbol, copy=True).obs["gene_sentence"]
+        assert expected.str.startswith("GENE").all()
+        adata.var["gene_symbols"] = symbols  # as sc.read_10x_mtx(var_names="gene_ids") lays it out
+        oc.pp.gene_sentences(adata)
+        assert adata.obs["gene_sentence"].equals(expected)
+
+
+class TestTies:
+    def test_mean_order_breaks_ties_and_orders_padding(self):
+        genes = ["A", "B", "C", "D", "E"]
+        x = np.array(
+            [
+                [1, 1, 1, 0, 0],  # a three-way tie
+                [0, 0, 0, 9, 9],
+                [0, 0, 5, 0, 0],  # short: padded
+                [0, 0, 0, 0, 4],
+            ],
+            dtype=np.float32,
+        )  # gene means: E 3.25 > D 2.25 > C 1.5 > A 0.25 = B 0.25 (then var order)
+        adata = _adata(sparse.csr_matrix(x), genes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            oc.pp.gene_sentences(adata, n_genes=3, exclude=None, ties="mean")
+        assert adata.obs["gene_sentence"].tolist() == ["C A B", "E D C", "C E D", "E D C"]
+        assert adata.uns["omiclip"]["gene_sentences"]["ties"] == "mean"
+        dense = _adata(x, genes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            oc.pp.gene_sentences(dense, n_genes=3, exclude=None, ties="mean")
+        assert dense.obs["gene_sentence"].equals(adata.obs["gene_sentence"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            oc.pp.gene_sentences(dense, n_genes=3, exclude=None)  # official var order
+        assert dense.obs["gene_sentence"].tolist() == ["A B C", "D E A", "C A B", "E A B"]
+
+    def test_ties_within_and_beyond_the_token_budget(self):
+        genes = [f"G{i}" for i in range(80)]  # "g" + one token per digit
+        x = np.zeros((2, 80), dtype=np.float32)
+        x[0, :60] = np.arange(100, 40, -1)  # distinct values, ...
+        x[0, 60:] = 1  # ... then 20 ties far past the budget
+        x[1, :5] = [50, 40, 30, 20, 10]
+        x[1, 5:] = 1  # 75 ties right after 5 genes
+        adata = _adata(x, genes)
+        oc.pp.gene_sentences(adata, n_genes=80, exclude=None)
+        used = np.cumsum(tokens.word_token_counts(genes))
+        n_read = int((used <= 74).sum())  # the same 80 genes in var order fill row 0 ... and row 1
+        np.testing.assert_array_equal(adata.obs["gene_sentence_n_in_context"], [n_read, n_read])
+        np.testing.assert_array_equal(adata.obs["gene_sentence_n_ties"], [20, 75])
+        np.testing.assert_array_equal(adata.obs["gene_sentence_n_ties_in_context"], [0, n_read - 5])
+        assert adata.uns["omiclip"]["gene_sentences"]["n_tie_ordered"] == 1
+
+    def test_warning_on_low_counts_and_the_way_out(self):
+        rng = np.random.default_rng(0)
+        counts = sparse.csr_matrix(rng.poisson(0.02, size=(200, 500)).astype(np.float32))  # ~10 counts per cell
+        adata = _adata(counts, [f"GENE{i}" for i in range(500)])
+        with pytest.warns(UserWarning, match=r"sentences \(\d+%\) are tie-ordered.*ties='mean'"):
+            oc.pp.gene_sentences(adata, exclude=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # ties="mean" is the way out: no warning
+            oc.pp.gene_sentences(adata, exclude=None, ties="mean")
+
+    def test_no_warning_on_spot_counts(self, spots):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            oc.pp.gene_sentences(spots)
+        assert spots.uns["omiclip"]["gene_sentences"]["n_tie_ordered"] < spots.n_obs / 2
+
+    def test_bad_ties(self):
+        with pytest.raises(ValueError, match="`ties` must be 'var_order'"):
+            oc.pp.gene_sentences(_adata(np.ones((1, 2), dtype=np.float32), ["A", "B"]), ties="random")
+
+
+class TestWhitespace:
+    @pytest.mark.parametrize("name", ["HLA A", "KRT8\t", " EPCAM", "CD\u00a03"])
+    def test_symbols_with_whitespace_are_refused(self, name):
+        adata = _adata(np.array([[1, 2, 3]], dtype=np.float32), ["MS4A1", name, "PTPRC"])
+        with pytest.raises(ValueError, match=r"1 gene symbols in `var_names` contain whitespace .*str\.replace"):
+            oc.pp.gene_sentences(adata)
+        assert "gene_sentence" not in adata.obs
+        oc.pp.gene_sentences(adata, exclude=[name])  # left out: no ambiguity
+        assert adata.obs["gene_sentence"].iloc[0] == "PTPRC MS4A1"
+
+    def test_empty_sentences_warn_at_embed_time(self, tiny):
+        adata = _adata(np.zeros((3, 1), dtype=np.float32), ["A"])
+        adata.obs["gene_sentence"] = ["EPCAM KRT8", "", "  "]
+        with pytest.warns(UserWarning, match=r"2 of 3 sentences in `.obs\['gene_sentence'\]` are empty.*pad=True"):
+            oc.tl.embed(adata, modality="text", model=tiny, progress=False)
+        adata.obs["gene_sentence"] = ["EPCAM KRT8", "KRT8", "MS4A1"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            oc.tl.embed(adata, modality="text", model=tiny, progress=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import html
 import importlib.util
+import re
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -68,34 +69,37 @@ def genes_in_context(sentences: Iterable[str], budget: int = CONTENT_TOKENS) -> 
 
 
 def _count_and_remember(word: str) -> int:
-    count = sum(len(_bpe(piece)) for piece in _pieces(_clean(word)))
+    # ftfy and HTML unescaping leave printable ASCII without "&" unchanged, and on ASCII the letter and number
+    # classes are [a-z] and [0-9]: such words (nearly every gene symbol) need neither ftfy nor the regex module
+    if word.isascii() and word.isprintable() and "&" not in word:
+        pieces = _ASCII_PIECES.findall(" ".join(word.split()).lower())
+    else:
+        pieces = _unicode_pieces().findall(_clean(word))
+    count = sum(len(_bpe(piece.encode("utf-8"))) for piece in pieces)
     _word_counts[word] = count
     return count
 
 
 def _clean(text: str) -> str:
     """open_clip's ``_clean_lower``: ftfy, HTML unescaped twice, whitespace collapsed, lower case."""
-    # ftfy (and a second unescape) leave printable ASCII without "&" unchanged; skipping them skips ftfy's import
-    if not (text.isascii() and text.isprintable() and "&" not in text):
-        import ftfy
+    import ftfy
 
-        text = html.unescape(html.unescape(ftfy.fix_text(text)))
+    text = html.unescape(html.unescape(ftfy.fix_text(text)))
     return " ".join(text.split()).lower()
 
 
-def _pieces(text: str) -> list[bytes]:
-    return [piece.encode("utf-8") for piece in _splitter().findall(text)]
+_SPECIAL = "|".join(_SPECIAL_TOKENS) + "|'s|'t|'re|'ve|'m|'ll|'d|"
+_ASCII_PIECES = re.compile(_SPECIAL + r"[a-z]+|[0-9]|[^\sa-z0-9]+")
 
 
 @cache
-def _splitter():
-    import regex  # \p{L} and \p{N} need it; it comes with open_clip
+def _unicode_pieces():
+    """open_clip's splitting pattern; its Unicode letter and number classes need the regex module (from open_clip)."""
+    import regex
 
-    special = "|".join(_SPECIAL_TOKENS)
-    return regex.compile(special + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""", regex.IGNORECASE)
+    return regex.compile(_SPECIAL + r"[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+", regex.IGNORECASE)
 
 
-@cache
 def _bpe(piece: bytes) -> tuple[str, ...]:
     """BPE symbols of one piece: its bytes as CLIP's byte characters, the last marked ``</w>``, merged by rank."""
     if piece.decode("utf-8", "replace") in _SPECIAL_TOKENS:
@@ -105,11 +109,11 @@ def _bpe(piece: bytes) -> tuple[str, ...]:
     word[-1] += "</w>"
     ranks = _merge_ranks()
     while len(word) > 1:
-        pairs = {(word[i], word[i + 1]) for i in range(len(word) - 1)}
+        pairs = {f"{word[i]} {word[i + 1]}" for i in range(len(word) - 1)}
         best = min(pairs, key=lambda pair: ranks.get(pair, _N_MERGES))
         if best not in ranks:
             break
-        first, second = best
+        first, second = best.split(" ")
         merged = []
         i = 0
         while i < len(word):
@@ -137,9 +141,10 @@ def _byte_characters() -> list[str]:
 
 
 @cache
-def _merge_ranks() -> dict[tuple[str, str], int]:
+def _merge_ranks() -> dict[str, int]:
+    """Rank of each merge, keyed by its line ``"first second"`` (BPE symbols never contain a space)."""
     lines = gzip.decompress(merges_path().read_bytes()).decode("utf-8").split("\n")[1 : _N_MERGES + 1]
-    return {tuple(line.split()): rank for rank, line in enumerate(lines)}
+    return dict(zip(lines, range(len(lines)), strict=True))
 
 
 def merges_path() -> Path:

@@ -22,8 +22,7 @@ from omiclip._core.sentences import (
 from omiclip._core.tokens import CONTENT_TOKENS, word_token_counts
 from omiclip._housekeeping import housekeeping_genes
 
-# the official code drops names with "." or "-": versioned Ensembl IDs, MT-*, HLA-*, clone names
-_LOKI_NAME_PATTERN = re.compile(r"[.\-]")
+_WHITESPACE = re.compile(r"\s")
 # Ensembl gene IDs of any species (ENSG, ENSMUSG, ENSRNOG, ENSDARG, ...), with or without a version
 _ENSEMBL_ID = re.compile(r"^ENS[A-Z]{0,6}G\d{11}(\.\d+)?$")
 # .var columns that hold symbols when var_names are IDs: scanpy's read_10x_mtx(var_names="gene_ids") writes
@@ -239,8 +238,7 @@ def _expression(adata: AnnData, layer: str | None):
 def _symbols(adata: AnnData, gene_symbols: str | None) -> tuple[np.ndarray, np.ndarray, str | None]:
     """Gene symbols, which are missing (NaN or empty: never chosen), and the ``.var`` column they came from."""
     if gene_symbols is None:
-        names = pd.Series(adata.var_names)
-        if _mostly_ensembl(names):
+        if _mostly_ensembl(adata.var_names):
             gene_symbols = _symbol_column(adata)
             logg.info(f"    `var_names` are Ensembl IDs: gene symbols from `.var[{gene_symbols!r}]`")
     elif gene_symbols not in adata.var:
@@ -248,28 +246,36 @@ def _symbols(adata: AnnData, gene_symbols: str | None) -> tuple[np.ndarray, np.n
             f"Column {gene_symbols!r} not found in `.var` (`gene_symbols=`); available: {list(adata.var.columns)}."
         )
     if gene_symbols is None:
-        symbols, where = pd.Series(adata.var_names), "`var_names`"
+        symbols, where = adata.var_names.tolist(), "`var_names`"
     else:
-        symbols, where = adata.var[gene_symbols].reset_index(drop=True), f"`.var[{gene_symbols!r}]`"
+        symbols, where = adata.var[gene_symbols].tolist(), f"`.var[{gene_symbols!r}]`"
         if _mostly_ensembl(symbols):
             raise ValueError(
                 f"{where} holds Ensembl IDs, not gene symbols (the model reads symbols). " + _symbol_fix(adata)
             )
-    missing = (symbols.isna() | (symbols.astype(str).str.strip() == "")).to_numpy()
-    symbols = symbols.astype(str).where(~missing, "")
-    present = symbols[~missing]
-    if not present.is_unique:
-        dupes = present[present.duplicated()].unique()[:5].tolist()
+    # plain Python over the names: pandas string methods and np.isin on objects cost seconds at 20,000 genes
+    isna = pd.isna(np.asarray(symbols, dtype=object))
+    symbols = ["" if na else str(s) for s, na in zip(symbols, isna, strict=True)]
+    missing = np.fromiter((not s.strip() for s in symbols), bool, len(symbols))
+    present = [s for s, out in zip(symbols, missing, strict=True) if not out]
+    if len(set(present)) < len(present):
+        dupes = pd.Series(present)
         raise ValueError(
-            f"{where} are not unique (e.g. {dupes}): sentences would repeat genes. "
-            "Sum duplicated genes or call `adata.var_names_make_unique()`."
+            f"{where} are not unique (e.g. {dupes[dupes.duplicated()].unique()[:5].tolist()}): sentences would repeat "
+            "genes. Sum duplicated genes or call `adata.var_names_make_unique()`."
         )
-    return np.asarray(symbols, dtype=object), missing, gene_symbols
+    return (
+        np.asarray(["" if out else s for s, out in zip(symbols, missing, strict=True)], dtype=object),
+        missing,
+        gene_symbols,
+    )
 
 
-def _mostly_ensembl(names: pd.Series) -> bool:
-    names = names.dropna().astype(str)
-    return len(names) > 0 and names.str.match(_ENSEMBL_ID).mean() > 0.5
+def _mostly_ensembl(names) -> bool:
+    names = np.asarray(names, dtype=object)
+    names = names[~pd.isna(names)]
+    n_ids = sum(1 for name in names if str(name).startswith("ENS") and _ENSEMBL_ID.match(str(name)))
+    return len(names) > 0 and n_ids > len(names) / 2
 
 
 def _symbol_column(adata: AnnData) -> str:
@@ -279,7 +285,7 @@ def _symbol_column(adata: AnnData) -> str:
             return column
     raise ValueError(
         "`var_names` are Ensembl IDs (e.g. "
-        f"{list(adata.var_names[:2])}), but the model reads gene symbols and `.var` has no symbol column "
+        f"{list(adata.var_names[:2])}), but the model reads gene symbols and `.var` has no column of symbols among the usual ones "
         f"({', '.join(SYMBOL_COLUMNS)}). " + _symbol_fix(adata)
     )
 
@@ -294,7 +300,7 @@ def _symbol_fix(adata: AnnData) -> str:
 
 def _check_no_whitespace(symbols: np.ndarray, excluded: np.ndarray, where: str | None) -> None:
     """A sentence is split on whitespace: a symbol containing some would read as several genes."""
-    spaced = [s for s, out in zip(symbols, excluded, strict=True) if not out and any(c.isspace() for c in s)]
+    spaced = [s for s, out in zip(symbols, excluded, strict=True) if not out and _WHITESPACE.search(s)]
     if spaced:
         source = "`var_names`" if where is None else f"`.var[{where!r}]`"
         raise ValueError(
@@ -310,9 +316,11 @@ def _excluded(symbols: np.ndarray, exclude) -> np.ndarray:
     if isinstance(exclude, str):
         if exclude != "loki":
             raise ValueError(f"`exclude` must be 'loki', a collection of gene symbols or None, got {exclude!r}.")
-        by_name = np.fromiter((bool(_LOKI_NAME_PATTERN.search(s)) for s in symbols), bool, len(symbols))
-        return by_name | np.isin(symbols, list(housekeeping_genes()))
-    return np.isin(symbols, list(exclude))
+        housekeeping = housekeeping_genes()
+        # the official code drops names with "." or "-": versioned Ensembl IDs, MT-*, HLA-*, clone names
+        return np.fromiter((s in housekeeping or "." in s or "-" in s for s in symbols), bool, len(symbols))
+    excluded = set(exclude)
+    return np.fromiter((s in excluded for s in symbols), bool, len(symbols))
 
 
 def _by_mean(matrix) -> np.ndarray:

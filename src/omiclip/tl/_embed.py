@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -112,6 +113,15 @@ def embed(
         sentences = adata.obs[sentence_key]
         if sentences.isna().any():
             raise ValueError(f"`.obs[{sentence_key!r}]` has {int(sentences.isna().sum())} missing sentences.")
+        n_empty = int((sentences.astype(str).str.strip() == "").sum())
+        if n_empty:
+            warnings.warn(
+                f"{n_empty} of {len(sentences)} sentences in `.obs[{sentence_key!r}]` are empty: they all get the "
+                "same embedding, which says nothing about the observation. Write padded sentences with "
+                "`oc.pp.gene_sentences(..., pad=True)` (the default), or drop those observations first.",
+                UserWarning,
+                stacklevel=2,
+            )
     else:
         if tiles is None:
             tiles = tiles_of(
