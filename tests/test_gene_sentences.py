@@ -376,32 +376,32 @@ class TestGeneIdentifiers:
 
 
 class TestTies:
-    def test_mean_order_breaks_ties_and_orders_padding(self):
+    def test_rarest_first_breaks_ties_and_orders_padding(self):
         genes = ["A", "B", "C", "D", "E"]
         x = np.array(
             [
                 [1, 1, 1, 0, 0],  # a three-way tie
-                [0, 0, 0, 9, 9],
+                [0, 0, 0, 9, 9],  # a tie between genes of equal totals: var order
                 [0, 0, 5, 0, 0],  # short: padded
-                [0, 0, 0, 0, 4],
+                [4, 0, 0, 0, 0],
             ],
             dtype=np.float32,
-        )  # gene means: E 3.25 > D 2.25 > C 1.5 > A 0.25 = B 0.25 (then var order)
+        )  # gene totals: B 1 < A 5 < C 6 < D 9 = E 9
         adata = _adata(sparse.csr_matrix(x), genes)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            oc.pp.gene_sentences(adata, n_genes=3, exclude=None, ties="mean")
-        assert adata.obs["gene_sentence"].tolist() == ["C A B", "E D C", "C E D", "E D C"]
-        assert adata.uns["omiclip"]["gene_sentences"]["ties"] == "mean"
+            oc.pp.gene_sentences(adata, n_genes=3, exclude=None, ties="rarest")
+        assert adata.obs["gene_sentence"].tolist() == ["B A C", "D E B", "C B A", "A B C"]
+        assert adata.uns["omiclip"]["gene_sentences"]["ties"] == "rarest"
         dense = _adata(x, genes)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            oc.pp.gene_sentences(dense, n_genes=3, exclude=None, ties="mean")
+            oc.pp.gene_sentences(dense, n_genes=3, exclude=None, ties="rarest")
         assert dense.obs["gene_sentence"].equals(adata.obs["gene_sentence"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             oc.pp.gene_sentences(dense, n_genes=3, exclude=None)  # official var order
-        assert dense.obs["gene_sentence"].tolist() == ["A B C", "D E A", "C A B", "E A B"]
+        assert dense.obs["gene_sentence"].tolist() == ["A B C", "D E A", "C A B", "A B C"]
 
     def test_ties_within_and_beyond_the_token_budget(self):
         genes = [f"G{i}" for i in range(80)]  # "g" + one token per digit
@@ -423,11 +423,11 @@ class TestTies:
         rng = np.random.default_rng(0)
         counts = sparse.csr_matrix(rng.poisson(0.02, size=(200, 500)).astype(np.float32))  # ~10 counts per cell
         adata = _adata(counts, [f"GENE{i}" for i in range(500)])
-        with pytest.warns(UserWarning, match=r"sentences \(\d+%\) are tie-ordered.*ties='mean'"):
+        with pytest.warns(UserWarning, match=r"sentences \(\d+%\) are tie-ordered.*ties='rarest'"):
             oc.pp.gene_sentences(adata, exclude=None)
         with warnings.catch_warnings():
-            warnings.simplefilter("error")  # ties="mean" is the way out: no warning
-            oc.pp.gene_sentences(adata, exclude=None, ties="mean")
+            warnings.simplefilter("error")  # ties="rarest" is the way out: no warning
+            oc.pp.gene_sentences(adata, exclude=None, ties="rarest")
 
     def test_no_warning_on_spot_counts(self, spots):
         with warnings.catch_warnings():
