@@ -128,8 +128,10 @@ def _top_of_padded(padded: np.ndarray, columns_of, n_top: int):
     """Top ``n_top`` finite entries per row of a padded block whose positions ascend with the column."""
     n_rows, width = padded.shape
     threshold = np.partition(padded, width - n_top, axis=1)[:, width - n_top]  # each row's n_top-th largest
-    # candidates: everything at or above the threshold (a few more than n_top per row when tied)
-    row, position = np.nonzero((padded >= threshold[:, None]) & (padded > -np.inf))
+    # candidates: everything at or above the threshold (a few more than n_top per row when tied); a row with fewer
+    # than n_top finite entries has threshold -inf: the lowest finite value keeps -inf out in one comparison
+    floor = np.where(np.isfinite(threshold), threshold, np.finfo(padded.dtype).min)
+    row, position = np.nonzero(padded >= floor[:, None])
     value, column, row_threshold = padded[row, position], columns_of(row, position), threshold[row]
     above = value > row_threshold
     at = ~above
