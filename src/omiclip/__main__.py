@@ -62,11 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     align.add_argument(
         "--center",
         action=argparse.BooleanOptionalAction,
-        help="move the source embedding's mean onto the target's (default: only when --target-rep differs)",
+        default=False,
+        help="move the source embedding's mean onto the target's (recommended for H&E→ST; official: off)",
     )
     align.add_argument("--mode", choices=["rigid", "nonrigid"], default="rigid")
     align.add_argument("--key-added", default="spatial_aligned")
-    align.add_argument("--max-points", type=int, default=5000)
+    align.add_argument(
+        "--max-points", type=int, help="EM on random subsets of at most this many points (default: all, official)"
+    )
     align.add_argument("--device", help="torch device (default: cuda if available)")
     align.set_defaults(run=_align)
 

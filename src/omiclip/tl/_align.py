@@ -34,17 +34,19 @@ def align(
     key_added: str = "spatial_aligned",
     mode: Mode = "rigid",
     n_pcs: int = 2,
-    scaling: Scaling = "shared",
-    center: bool | None = None,
+    scaling: Scaling = "each",
+    center: bool = False,
     alpha: float = 0.5,
     beta: float = 2.0,
     w: float = 0.0,
     n_eig: int = 100,
-    n_landmarks: int = 1000,
-    max_points: int | None = 5000,
-    max_iter: int = 500,
+    n_landmarks: int | None = None,
+    max_points: int | None = None,
+    max_iter: int | None = None,
     refine_iter: int = 5,
-    tol: float = 1e-5,
+    tol: float = 1e-9,
+    rtol: float | None = None,
+    dtype: Literal["float64", "float32"] = "float64",
     device: str | None = None,
     seed: int = 0,
     coordinate_system: str = "global",
@@ -66,10 +68,15 @@ def align(
     H&E→ST, ``"X_pca"`` for the paper's "CPD on PCA" baseline (both PCAs must share one space, e.g. computed on the
     concatenated sections) and ``None`` for coordinates only.
 
-    Unlike the official code (dense M×M kernel with a full eigendecomposition and an M×N posterior, unbounded
-    iterations), the E-step streams over blocks, the motion kernel is a Nyström low-rank approximation, iterations
-    are capped, and with ``max_points`` the EM runs on a random subset of each cloud whose smooth displacement field
-    is then evaluated at every source spot (``benchmarks/align_scale.py`` measures the difference).
+    The defaults are the official run (``align_tissue``): each section min–max scaled on its own, no centring,
+    CPD with α 0.5, β 2, w 0, the 100 leading eigenvectors of the exact motion kernel, float64, iterations until σ²
+    changes by at most 1e-9. Only the memory differs: the E-step streams over blocks instead of holding the M×N
+    posterior. The exact kernel costs O(M³) time and O(M²) memory, where the official code crashes or runs out of
+    memory; above 10,000 source spots ``n_landmarks=None`` therefore switches, with a warning, to the scalable
+    options: a Nyström kernel on 1,000 landmarks, EM on 5,000-point subsets refined on all points, at most 500
+    iterations, relative tolerance 1e-5, float32 (``benchmarks/align_scale.py`` measures the difference). Every
+    other deviation from the official code is an option, listed with its measured effect in the documentation's
+    page of differences from the official code.
 
     Parameters
     ----------
@@ -92,13 +99,14 @@ def align(
     n_pcs
         Embedding principal components added to the coordinates (official: 2).
     scaling
-        ``"shared"``: both clouds scaled by the target's extent after matching centroids (keeps relative size;
-        default). ``"each"``: each cloud scaled by its own min and max (official; assumes both cover the same tissue).
+        ``"each"``: each cloud scaled by its own min and max over both axes (official; assumes both cover the same
+        tissue). ``"shared"``: both clouds scaled by the target's extent after matching centroids (keeps relative
+        size; for sections where one lacks a part of the other).
     center
         Move the source's embedding mean onto the target's before projecting it on the target's PCs. This removes a
         constant offset between the two embeddings, such as the gap between a CLIP model's image and text
-        embeddings, which would otherwise hold the clouds apart (only x, y move). Default: only when
-        ``use_rep != target_rep`` (H&E→ST); the official code never centres.
+        embeddings, which would otherwise hold the clouds apart (only x, y move); recommended for H&E→ST
+        (``use_rep != target_rep``). The official code never centres (default ``False``).
     alpha
         λ, weight of the smoothness of the motion (official 0.5).
     beta
@@ -108,16 +116,22 @@ def align(
     n_eig
         Rank of the low-rank motion kernel (official 100).
     n_landmarks
-        Nyström landmarks for that kernel; with no more source points than this it is the exact eigendecomposition.
+        ``None``: eigendecomposition of the exact kernel (official; up to 10,000 source spots, see above). A number:
+        Nyström approximation of the kernel from that many random source spots (O(M · n_landmarks)).
     max_points
-        EM on at most this many random points of each cloud; ``None`` uses all (e.g. on a GPU).
+        EM on at most this many random points of each cloud; ``None`` uses all (official).
     max_iter
-        Iteration cap; a warning reports non-convergence.
+        Iteration cap, ``None`` for none (official); a warning reports non-convergence.
     refine_iter
         After an EM on subsets (``max_points``), at most this many iterations on all points, starting from the
         subsets' field; they remove the subsets' sampling noise.
     tol
-        Stop when σ² changes by less than this fraction between iterations.
+        Stop when σ² changes by at most this much between iterations (official 1e-9, in unit-scaled coordinates).
+    rtol
+        Also stop when σ² changes by less than this fraction, or falls to 1e-6 of its start (an exact match).
+    dtype
+        Precision of the E-step: ``"float64"`` (official) or ``"float32"`` (about twice as fast; the kernel's
+        cut-off stays the official one, ~8.5σ).
     device
         Torch device of the E-step (``"cuda"`` when available by default).
     seed
@@ -157,13 +171,22 @@ def align(
     _check_choice("scaling", scaling, ("shared", "each"))
     if not 0 <= w < 1:
         raise ValueError(f"`w` must be in [0, 1), got {w}.")
-    if max_iter < 1 or refine_iter < 0 or (max_points is not None and max_points < 3):
+    if (max_iter is not None and max_iter < 1) or refine_iter < 0 or (max_points is not None and max_points < 3):
         raise ValueError(
             f"Need max_iter >= 1, refine_iter >= 0 and max_points >= 3; got {max_iter}, {refine_iter}, {max_points}."
         )
+    _check_choice("dtype", dtype, ("float64", "float32"))
     source_scale = _unit_ratio(source_table, target_table)
-    if center is None:
-        center = use_rep is not None and (target_rep or use_rep) != use_rep
+    solver = {
+        "n_landmarks": n_landmarks,
+        "max_points": max_points,
+        "max_iter": max_iter,
+        "tol": tol,
+        "rtol": rtol,
+        "dtype": dtype,
+    }
+    if n_landmarks is None and source_table.n_obs > _EXACT_KERNEL_MAX_POINTS:
+        solver = _scalable_solver(source_table.n_obs, solver)
 
     start = logg.info(f"aligning {source_table.n_obs} source spots onto {target_table.n_obs} target spots")
     result = align_points(
@@ -180,15 +203,12 @@ def align(
         beta=beta,
         w=w,
         n_eig=n_eig,
-        n_landmarks=n_landmarks,
-        max_points=max_points,
-        max_iter=max_iter,
         refine_iter=refine_iter,
-        tol=tol,
         device=_device(device),
         progress=progress,
+        **solver,
     )
-    _warn_if_not_converged(result, max_iter)
+    _warn_if_not_converged(result, solver["max_iter"])
 
     data = working_copy(source, copy)
     table = get_table(data, table_key)
@@ -203,11 +223,14 @@ def align(
         "beta": beta,
         "w": w,
         "n_eig": n_eig,
-        "n_landmarks": n_landmarks,
-        "max_points": max_points if max_points is not None else "all",
-        "max_iter": max_iter,
+        "kernel": result.cpd.kernel,
+        "n_landmarks": solver["n_landmarks"] if solver["n_landmarks"] is not None else "all",
+        "max_points": solver["max_points"] if solver["max_points"] is not None else "all",
+        "max_iter": solver["max_iter"] if solver["max_iter"] is not None else "none",
         "refine_iter": refine_iter,
-        "tol": tol,
+        "tol": solver["tol"],
+        "rtol": solver["rtol"] if solver["rtol"] is not None else "none",
+        "dtype": solver["dtype"],
         "seed": seed,
     }
     added = _write_alignment(table, result, key_added, mode, params)
@@ -366,7 +389,40 @@ def _device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _warn_if_not_converged(result: Alignment, max_iter: int) -> None:
+# Above this many source spots, the exact kernel (M×M float64 and its full eigendecomposition: 0.8 GB and about a
+# minute at 10,000 on 2 cores, growing as M² and M³) is out of reach; the official code, which also holds M×N×D
+# differences, crashes well before.
+_EXACT_KERNEL_MAX_POINTS = 10_000
+# What the default switches to above that size (the scalable options, measured in benchmarks/align_scale.py)
+_SCALABLE_SOLVER = {
+    "n_landmarks": 1000,
+    "max_points": 5000,
+    "max_iter": 500,
+    "tol": 0.0,
+    "rtol": 1e-5,
+    "dtype": "float32",
+}
+# align()'s (official) defaults of the same options
+_DEFAULTS = {"n_landmarks": None, "max_points": None, "max_iter": None, "tol": 1e-9, "rtol": None, "dtype": "float64"}
+
+
+def _scalable_solver(n_source: int, solver: dict) -> dict:
+    """The scalable solver for a source too large for the exact kernel; options the caller set are kept."""
+    chosen = {
+        key: solver[key] if solver[key] != default else _SCALABLE_SOLVER[key] for key, default in _DEFAULTS.items()
+    }
+    warnings.warn(
+        f"The source has {n_source:,} spots: the exact motion kernel of the official code ({n_source:,}² float64, "
+        f"{n_source**2 * 8 / 2**30:.1f} GiB, with an O(M³) eigendecomposition) is out of reach above "
+        f"{_EXACT_KERNEL_MAX_POINTS:,}, so this run uses " + ", ".join(f"{k}={v!r}" for k, v in chosen.items()) + ". "
+        "Pass `n_landmarks=` (and the other options) yourself to choose, and silence this warning.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return chosen
+
+
+def _warn_if_not_converged(result: Alignment, max_iter: int | None) -> None:
     if not result.cpd.converged:
         warnings.warn(
             f"CPD did not converge in {max_iter} iterations (σ² = {result.cpd.sigma2:.3g}); the result may be "
