@@ -85,7 +85,9 @@ class TestScores:
         a, b = x.ravel() / 4, y.ravel() / 3
         mu_a, mu_b = a.mean(), b.mean()
         cov = ((a - mu_a) * (b - mu_b)).mean()
-        expected = (2 * mu_a * mu_b + 1e-4) * (2 * cov + 9e-4) / ((mu_a**2 + mu_b**2 + 1e-4) * (a.var() + b.var() + 9e-4))
+        expected = (
+            (2 * mu_a * mu_b + 1e-4) * (2 * cov + 9e-4) / ((mu_a**2 + mu_b**2 + 1e-4) * (a.var() + b.var() + 9e-4))
+        )
         assert oc.metrics.ssim(x, y) == pytest.approx(expected, rel=1e-12)
         assert oc.metrics.ssim(x.ravel(), y.ravel()) == pytest.approx(expected, rel=1e-12)  # any shape
         # a smooth map and a noisy copy: the global SSIM is high, the windowed one (local statistics) much lower

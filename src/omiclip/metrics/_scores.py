@@ -182,9 +182,7 @@ def ssim(
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mu_x, mu_y = x.mean(), y.mean()
     covariance = ((x - mu_x) * (y - mu_y)).mean()
-    return float(
-        (2 * mu_x * mu_y + c1) * (2 * covariance + c2) / ((mu_x**2 + mu_y**2 + c1) * (x.var() + y.var() + c2))
-    )
+    return float((2 * mu_x * mu_y + c1) * (2 * covariance + c2) / ((mu_x**2 + mu_y**2 + c1) * (x.var() + y.var() + c2)))
 
 
 def _scaled_by_max(values: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from scipy import sparse
 
 from omiclip import _logging as logg
 from omiclip._anndata import check_not_empty, check_same_dim, get_rep, get_table, record, working_copy
-from omiclip._core.mapping import fit_mapping, non_maximum_suppression, proportions_from_mapping
+from omiclip._core.mapping import fit_mapping, non_maximum_suppression, proportions_from_mapping, type_maps
 from omiclip.models._encoder import resolve_device
 
 
@@ -24,12 +24,14 @@ def decompose(
     reference_rep: str = "X_omiclip_text",
     mode: Literal["clusters", "cells"] = "clusters",
     scale: bool = False,
+    filter_dims: bool = True,
     nms: bool = False,
+    nms_on: Literal["mapping", "proportions"] = "mapping",
     nms_percentiles: tuple[float, float] | None = (5, 95),
     epochs: int = 1000,
     lr: float = 0.1,
     device: str | torch.device | None = None,
-    seed: int = 0,
+    seed: int = 10,
     keep_mapping: bool = False,
     key_added: str = "omiclip_proportions",
     table_key: str | None = None,
@@ -52,13 +54,11 @@ def decompose(
 
     Relation to the official code: Loki's ``cell_type_decompose`` runs ``tg.pp_adatas`` and then Tangram
     1.0.4's ``map_cells_to_space(mode="clusters", scale=False, density_prior="uniform", random_state=10)``,
-    i.e. the objective above with cluster-mean embeddings as ``S`` (the defaults here). ``seed=10`` draws
-    Tangram's initial logits; Tangram orders clusters by decreasing size, this function by category, so with
-    categories in that order the result is Tangram's. Differences:
+    i.e. the objective above with cluster-mean embeddings as ``S``. The defaults are that run: the embedding
+    dimensions that ``tg.pp_adatas`` keeps (those positive somewhere in the reference and somewhere in the
+    spatial data; it treats dimensions as genes), clusters in Tangram's order (decreasing size; ties in category
+    order) and ``seed=10``, which draws Tangram's initial logits. Differences, none of which changes the result:
 
-    - Every embedding dimension is used. ``tg.pp_adatas`` treats dimensions as genes and drops those never
-      positive on either side (about a fifth of the tiny model's); for embeddings the sign carries no such
-      meaning, and on the synthetic benchmark dropping them made no material difference.
     - Tangram's terms with weight 0 in that call (voxel-gene similarity, entropy) are not computed, and in
       cluster mode the loss goes through ``P G`` and ``P P^T`` instead of the spots × dims matrix ``P^T S``:
       the same values up to rounding, and a step ~30× faster than Tangram's at 5,000 spots × 768 dims.
@@ -94,15 +94,22 @@ def decompose(
         (memory grows with cells × spots; for small references).
     scale
         Cluster mode only: weight each cluster's mean embedding by its share of the reference's cells.
+    filter_dims
+        Drop the embedding dimensions never positive in the reference or never positive in the spatial data, as
+        Tangram's ``pp_adatas`` does with genes (official). ``False`` uses every dimension (the sign of an
+        embedding dimension carries no such meaning; on the synthetic benchmark this made no material difference).
     nms
-        Also write the non-maximum-suppressed map (paper eq. 13-14) to ``.obsm[key_added + "_nms"]``:
-        per spot only the most likely cell type is kept, the others are 0. The soft proportions stay in
-        ``.obsm[key_added]``.
+        Also write the non-maximum-suppressed map (paper eq. 13-14, the official ``NMS_mode``) to
+        ``.obsm[key_added + "_nms"]``: per spot only the most likely cell type is kept, the others are 0 (types
+        that tie are all kept, as officially). The soft proportions stay in ``.obsm[key_added]``.
+    nms_on
+        What NMS compares: ``"mapping"`` (official), each type's share of the mapping on each spot (Tangram's
+        ``tangram_ct_pred``: in cluster mode the cluster's distribution over spots); ``"proportions"``, the
+        per-spot proportions of ``.obsm[key_added]``.
     nms_percentiles
-        Before choosing, each cell type's proportions are clipped to these percentiles across spots and
-        min-max scaled to [0, 1] (the official ``NMS_mode``), so types compete by enrichment, not abundance;
-        the kept values are the scaled ones. ``None``: choose on the proportions themselves (eq. 14 as
-        written), keeping the proportion.
+        Before choosing, each cell type's column is clipped to these percentiles across spots and min-max scaled
+        to [0, 1] (official, 5 and 95), so types compete by enrichment, not abundance; the kept values are the
+        scaled ones. ``None``: choose on the values themselves (eq. 14 as written), keeping them.
     epochs
         Optimisation steps (Tangram's ``num_epochs``).
     lr
@@ -110,7 +117,7 @@ def decompose(
     device
         Torch device; ``None`` picks CUDA when present.
     seed
-        Seed of the initial mapping.
+        Seed of the initial mapping (official: Tangram's ``random_state=10``).
     keep_mapping
         Also write the raw mapping to ``.obsm[key_added + "_mapping"]``: spots × clusters (DataFrame) or
         spots × labelled reference cells (array, columns in the reference's order); each column is that cluster's
@@ -140,6 +147,8 @@ def decompose(
     """
     if mode not in ("clusters", "cells"):
         raise ValueError(f"`mode` must be 'clusters' or 'cells', got {mode!r}.")
+    if nms_on not in ("mapping", "proportions"):
+        raise ValueError(f"`nms_on` must be 'mapping' or 'proportions', got {nms_on!r}.")
     if epochs < 1 or lr <= 0:
         raise ValueError(f"`epochs` must be at least 1 and `lr` positive, got {epochs} and {lr}.")
     if nms_percentiles is not None and not 0 <= nms_percentiles[0] < nms_percentiles[1] <= 100:
@@ -153,9 +162,13 @@ def decompose(
     check_same_dim(spot_emb, cell_emb, use_rep, reference_rep)
     labels, counts = _cell_types(reference, groupby)
     device = resolve_device(device)
+    if filter_dims:
+        spot_emb, cell_emb = _positive_somewhere(spot_emb, cell_emb)
 
     cell_types = labels.categories.astype(str)
+    # Tangram's cluster order (value_counts: decreasing size), which decides the rows of the seeded initial logits
     present = np.flatnonzero(counts)
+    present = present[np.argsort(-counts[present], kind="stable")]
     start = logg.info(
         f"decomposing {table.n_obs} observations into {len(present)} cell types "
         f"({mode} mode, {int(counts.sum())} reference cells)"
@@ -183,7 +196,8 @@ def decompose(
     added = [(key_added, "cell-type proportions (obsm)")]
     table.obsm[key_added] = pd.DataFrame(proportions, index=table.obs_names, columns=cell_types)
     if nms:
-        suppressed = non_maximum_suppression(proportions, nms_percentiles)
+        compared = type_maps(mapping.probabilities, groups, len(cell_types)) if nms_on == "mapping" else proportions
+        suppressed = non_maximum_suppression(compared, nms_percentiles)
         table.obsm[f"{key_added}_nms"] = pd.DataFrame(suppressed, index=table.obs_names, columns=cell_types)
         added.append((f"{key_added}_nms", "most likely cell type per observation (obsm)"))
     if keep_mapping:
@@ -201,7 +215,10 @@ def decompose(
             "reference_rep": reference_rep,
             "mode": mode,
             "scale": scale,
+            "filter_dims": filter_dims,
+            "n_dims": int(spot_emb.shape[1]),
             "nms": nms,
+            "nms_on": nms_on,
             "nms_percentiles": list(nms_percentiles) if nms_percentiles is not None else "none",
             "epochs": epochs,
             "lr": lr,
@@ -216,6 +233,17 @@ def decompose(
     )
     logg.finished(start, added)
     return spatial if copy else None
+
+
+def _positive_somewhere(spot_emb: np.ndarray, cell_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both embeddings on the dimensions positive in at least one spot and one cell (Tangram's ``pp_adatas``)."""
+    keep = (spot_emb > 0).any(axis=0) & (cell_emb > 0).any(axis=0)
+    if not keep.any():
+        raise ValueError(
+            "No embedding dimension is positive in both the spatial data and the reference, so Tangram's gene "
+            "filter leaves nothing to map; pass `filter_dims=False`."
+        )
+    return spot_emb[:, keep], cell_emb[:, keep]
 
 
 def _cell_types(reference: AnnData, groupby: str) -> tuple[pd.Categorical, np.ndarray]:
