@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -11,9 +12,11 @@ from omiclip import _logging as logg
 from omiclip._anndata import MICRONS_PER_UNIT_KEY, is_spatialdata
 from omiclip._core.tiling import (
     TileWindows,
+    blank,
     centred_windows,
     grid_centers,
     iter_tiles,
+    sample_windows,
     tissue_mask,
 )
 from omiclip.pp._spot_geometry import (
@@ -28,6 +31,10 @@ from omiclip.pp._spot_geometry import (
 
 # OmiCLIP was trained on Visium "hires" crops: a 55 µm spot is ~16.5 px there, about 3.3 µm per pixel
 HIRES_UM_PER_PX = 3.3
+# warn when the image is this many times coarser than the tiles the model needs
+COARSE_FACTOR = 2.0
+# tiles read to check that the image is not a placeholder, before any model runs
+BLANK_SAMPLE = 128
 # a pyramid level this close to the wanted resolution is read as is (no resampling)
 _LEVEL_TOLERANCE = 0.15
 
@@ -99,7 +106,11 @@ def tiles(
     Visium "hires" images (about 3.3 µm per pixel, so a 55 µm spot is ~17 px), before the model's own
     resize to 224 px: the pyramid level nearest that resolution is read (as is when within 15%,
     otherwise resampled from the next finer level). Tiles that cross the image border are padded with
-    white and counted.
+    white and counted. Patches from sopa and tiles from LazySlide keep the square they were cut as.
+
+    Before any model runs, a warning says when the image is more than 2x coarser than the tiles the model needs,
+    and when most tiles (checked on up to 128 of them) are one flat colour, as with a placeholder image. Float
+    images are read as 0-1 or 0-255 (judged on a thumbnail), RGBA images are composited over white.
 
     Parameters
     ----------
@@ -107,7 +118,9 @@ def tiles(
         SpatialData with an image and a table linked to spot shapes; or AnnData in the scanpy/squidpy
         Visium layout (``uns["spatial"][library]["images"]``, ``scalefactors``, ``obsm["spatial"]``).
     image_key
-        Image element (default: the only one). For AnnData: ``"hires"`` (default) or ``"lowres"``.
+        Image element. Default: the finest RGB image that covers the spots (full-resolution H&E before hires
+        before lowres); the choice and its µm per pixel are logged. For AnnData: ``"hires"`` when there is one,
+        else ``"lowres"``.
     shapes_key
         Spot shapes (default: the region the table annotates).
     table_key
@@ -117,8 +130,10 @@ def tiles(
     um_per_px
         Sampling resolution in µm per pixel; ``None`` reads the full-resolution image.
     microns_per_unit
-        µm per unit of the spots' coordinate system; default ``table.uns["microns_per_unit"]``
-        (set by omiclip's readers). For AnnData it comes from the Visium spot diameter (55 µm).
+        µm per unit of the spots' coordinate system. Default: ``table.uns["microns_per_unit"]``, else what the
+        data records: Visium spots are 55 µm across, Visium HD bins are named by their size (``square_008um``),
+        Xenium coordinates are µm, LazySlide records the slide's µm per pixel, and images read by sopa carry
+        theirs. For AnnData it comes from the Visium spot diameter (55 µm).
     grid
         Tile the whole tissue with a regular grid instead (tissue found on the lowest-resolution level);
         adds shapes ``"{image_key}_grid"`` (squares) and table ``"{image_key}_grid_table"`` to ``data``.
@@ -144,7 +159,7 @@ def tiles(
     if isinstance(data, AnnData):
         if grid:
             raise ValueError("grid=True needs a SpatialData object (the grid is written as shapes and a table).")
-        geometry = visium_anndata_geometry(data, image_key or "hires", library_id)
+        geometry = visium_anndata_geometry(data, image_key, library_id)
     elif is_spatialdata(data):
         geometry = (
             _grid_geometry(data, image_key, table_key, microns_per_unit)
@@ -177,6 +192,8 @@ def tiles(
             f"{n} of {len(windows)} tiles lie entirely outside the image: do the spots and the image share "
             "a coordinate system, with the right transformation?"
         )
+    _check_resolution(geometry, level, um_per_px)
+    _check_not_blank(windows, level, geometry)
     result = Tiles(
         windows=windows,
         level=level,
@@ -196,6 +213,41 @@ def tiles(
         + (f"; {result.n_padded} cross the image border and were padded" if result.n_padded else "")
     )
     return result
+
+
+def _check_resolution(geometry: SpotGeometry, level: Level, um_per_px: float | None) -> None:
+    """Warn when even the finest level is much coarser than the tiles the model needs (they are upsampled)."""
+    if um_per_px is None or geometry.levels[0].um_per_px <= COARSE_FACTOR * um_per_px:
+        return
+    finest = geometry.levels[0].um_per_px
+    better = {key: um for key, um in geometry.other_images.items() if um < finest}
+    advice = (
+        f"Image {min(better, key=better.get)!r} is sharper ({min(better.values()):.3g} µm/px): pass it as `image_key=`."
+        if better
+        else "Use a higher-resolution image of the section if there is one (e.g. the full-resolution H&E)."
+    )
+    warnings.warn(
+        f"Image {geometry.image_key!r} is {finest / um_per_px:.1f}x coarser ({finest:.3g} µm/px) than the "
+        f"{um_per_px:g} µm/px tiles the model needs; tiles are upsampled. {advice}",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _check_not_blank(windows, level: Level, geometry: SpotGeometry) -> None:
+    """Warn when most tiles are one flat colour (a placeholder image or the wrong element), on a sample of them."""
+    sample = sample_windows(windows, BLANK_SAMPLE)
+    n_blank = sum(int(blank(batch).sum()) for _, batch in iter_tiles(sample, level.read, batch_size=BLANK_SAMPLE))
+    if n_blank <= len(sample) / 2:
+        return
+    others = list(geometry.other_images)
+    advice = f"Other images covering the spots: {others} (pass `image_key=`)." if others else ""
+    warnings.warn(
+        f"{n_blank} of {len(sample)} tiles checked (spread over all {len(windows)}) in image {geometry.image_key!r} "
+        f"are one flat colour: a placeholder image, a fully transparent one or the wrong element? {advice}",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _choose_level(levels: list[Level], tile_um: float, um_per_px: float | None) -> tuple[int, int, int]:
