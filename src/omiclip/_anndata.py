@@ -27,8 +27,8 @@ def record(adata: AnnData, step: str, params: dict[str, Any]) -> None:
 
 
 def is_spatialdata(data: Any) -> bool:
-    """Whether ``data`` is a SpatialData object (without importing spatialdata for AnnData inputs)."""
-    return type(data).__name__ == "SpatialData" and hasattr(data, "tables")
+    """Whether ``data`` is a SpatialData object or subclass (e.g. LazySlide's ``WSIData``), without importing it."""
+    return any(cls.__name__ == "SpatialData" for cls in type(data).__mro__) and hasattr(data, "tables")
 
 
 def get_table(data: AnnData | SpatialData, table_key: str | None = None) -> AnnData:

@@ -38,6 +38,7 @@ def embed(
     image_key: str | None = None,
     tile_size_um: float | None = None,
     um_per_px: float | None = HIRES_UM_PER_PX,
+    microns_per_unit: float | None = None,
     batch_size: int = 64,
     device: str | torch.device | None = None,
     precision: Precision = "fp32",
@@ -66,8 +67,9 @@ def embed(
     tiles
         Tiles from :func:`omiclip.pp.tiles` (e.g. a whole-slide grid); by default spot tiles are made
         with ``image_key``, ``tile_size_um`` and ``um_per_px``. Embeddings go to the tiles' table.
-    image_key, tile_size_um, um_per_px
-        Passed to :func:`omiclip.pp.tiles` when ``tiles`` is not given.
+    image_key, tile_size_um, um_per_px, microns_per_unit
+        Passed to :func:`omiclip.pp.tiles` when ``tiles`` is not given (``microns_per_unit``: µm per unit of the
+        spots' coordinates, for data whose scale is neither stored nor recorded by its reader).
     batch_size
         Observations per forward pass.
     device
@@ -115,7 +117,12 @@ def embed(
     else:
         if tiles is None:
             tiles = tiles_of(
-                data, image_key=image_key, table_key=table_key, tile_size_um=tile_size_um, um_per_px=um_per_px
+                data,
+                image_key=image_key,
+                table_key=table_key,
+                tile_size_um=tile_size_um,
+                um_per_px=um_per_px,
+                microns_per_unit=microns_per_unit,
             )
         table_key = tiles.table_key
         adata = get_table(data, table_key)
