@@ -7,6 +7,10 @@ import json
 import sys
 
 EPILOG = "Results are written back into the stores element by element; a failure leaves every stored element intact."
+TRUST_HELP = (
+    "read a checkpoint that is not plain weights by full unpickling, which runs whatever code the file names: "
+    "only for files from a source you trust (default: weights only; such files are refused)"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omiclip", description="OmiCLIP / Loki for scverse.", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     embed = commands.add_parser("embed", help="embed a store's spots: gene sentences or H&E tiles", epilog=EPILOG)
@@ -35,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--image-key", help="image element (image modality; default: the only one)")
     embed.add_argument("--table", help="table element (default: the only one)")
     embed.add_argument("--batch-size", type=int, default=64)
+    embed.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        default="fp32",
+        help="fp32 (official, default); bf16: bfloat16 weights on CPU, autocast on CUDA; fp16: autocast on CUDA; "
+        "auto: bf16 on CUDA and on CPUs with native bf16 (AMX/AVX-512 BF16), else fp32",
+    )
     embed.add_argument("--key-added", help="obsm key (default X_omiclip_{modality})")
     embed.set_defaults(run=_embed)
 
@@ -88,6 +100,13 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint", help="local checkpoint (default: $OMICLIP_CHECKPOINT or ~/.cache/omiclip/checkpoint.pt)"
     )
     parser.add_argument("--device", help="torch device (default: cuda if available)")
+    parser.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("omiclip")
 
 
 def _read(path: str):
@@ -119,14 +138,19 @@ def _embed(args) -> int:
     table = _table_name(sdata, args.table)
     if args.modality == "text" and "gene_sentence" not in sdata.tables[table].obs:
         oc.pp.gene_sentences(sdata, table_key=table)
+    model, checkpoint = args.model, args.checkpoint
+    if args.trust_checkpoint:  # the one way to read an untrusted-format file: load it here, by explicit opt-in
+        model = oc.models.load(model, checkpoint=checkpoint, device=args.device, trust_checkpoint=True)
+        checkpoint = None
     oc.tl.embed(
         sdata,
         modality=args.modality,
-        model=args.model,
-        checkpoint=args.checkpoint,
+        model=model,
+        checkpoint=checkpoint,
         image_key=args.image_key,
         batch_size=args.batch_size,
         device=args.device,
+        precision=args.precision,
         key_added=args.key_added,
         table_key=table,
     )
@@ -156,6 +180,7 @@ def _finetune(args) -> int:
         seed=args.seed,
         device=args.device,
         save=args.out,
+        trust_checkpoint=args.trust_checkpoint,
     )
     print(f"wrote {args.out}")
     return 0

@@ -178,9 +178,9 @@ def _check_encoding(batch_size: int, precision: str) -> None:
     check_precision(precision)
 
 
-def _as_encoder(model, *, checkpoint, device) -> Encoder:
+def _as_encoder(model, *, checkpoint, device, trust_checkpoint: bool = False) -> Encoder:
     if isinstance(model, Encoder):
         if checkpoint is not None:
             raise ValueError("`checkpoint` applies to a model name; this Encoder is already loaded.")
         return model.to(device) if device is not None else model
-    return load(model, checkpoint=checkpoint, device=device)
+    return load(model, checkpoint=checkpoint, device=device, trust_checkpoint=trust_checkpoint)

@@ -15,7 +15,13 @@ from omiclip._anndata import SENTENCE_KEY, check_obs_key, get_table, record
 from omiclip._core.contrastive import TrainingState, train_contrastive
 from omiclip.io._paths import check_writable
 from omiclip.models import Encoder
-from omiclip.models._checkpoint import model_name_in, read_checkpoint, save_checkpoint, state_dict_of
+from omiclip.models._checkpoint import (
+    check_finite,
+    model_name_in,
+    read_checkpoint,
+    save_checkpoint,
+    state_dict_of,
+)
 from omiclip.models._encoder import resolve_device
 from omiclip.pp._tiles import HIRES_UM_PER_PX
 from omiclip.pp._tiles import tiles as tiles_of
@@ -51,6 +57,7 @@ def finetune(
     device: str | torch.device | None = None,
     save: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
+    trust_checkpoint: bool = False,
     progress: bool = True,
 ) -> Encoder:
     """Fine-tune OmiCLIP contrastively on the (tile, gene sentence) pairs of one or more sections.
@@ -98,7 +105,11 @@ def finetune(
         Write a checkpoint (OpenCLIP layout plus optimizer state) after every epoch; readable by
         :func:`omiclip.models.load` and by ``resume``.
     resume
-        Continue from a checkpoint written with ``save``.
+        Continue from a checkpoint written with ``save`` (read with ``weights_only=True``, as
+        :func:`omiclip.models.load` reads checkpoints).
+    trust_checkpoint
+        Read ``resume`` (and ``model``/``checkpoint`` given as files) by full unpickling, which runs whatever
+        code the file names: only for files from a source you trust.
     progress
         Show a progress bar with the loss.
 
@@ -135,10 +146,15 @@ def finetune(
         raise ValueError(f"Fine-tuning needs at least 2 pairs, got {len(pairs_tiles)}.")
 
     # a loaded Encoder stays where it is (device=None); a name is loaded on the CPU, then copied over
-    base = _as_encoder(model, checkpoint=checkpoint, device=None if isinstance(model, Encoder) else "cpu")
+    base = _as_encoder(
+        model,
+        checkpoint=checkpoint,
+        device=None if isinstance(model, Encoder) else "cpu",
+        trust_checkpoint=trust_checkpoint,
+    )
     encoder = copy.deepcopy(base)  # the caller's model stays as it was, on its device
     encoder.device = resolve_device(device)
-    state = _resume(resume, encoder) if resume is not None else TrainingState()
+    state = _resume(resume, encoder, trust_checkpoint=trust_checkpoint) if resume is not None else TrainingState()
 
     transform = _train_transform(encoder) if augment else encoder.preprocess
     params = {
@@ -190,6 +206,7 @@ def finetune(
     encoder.checkpoint = Path(save) if save is not None else None
     encoder.__dict__.pop("checkpoint_sha256", None)  # the weights changed
     encoder.seed = None
+    encoder.trust_checkpoint = False  # the weights are ours now; a saved file is plain weights
     for section in sections:
         record(get_table(section, table_key), "finetune", {**params, "loss": np.asarray(state.history)})
     checkpoint_note = f"; checkpoint {save}" if save is not None else ""
@@ -211,10 +228,12 @@ def _train_transform(encoder: Encoder):
         )
 
 
-def _resume(path, encoder: Encoder) -> TrainingState:
-    content = read_checkpoint(path)
+def _resume(path, encoder: Encoder, *, trust_checkpoint: bool) -> TrainingState:
+    content = read_checkpoint(path, trust=trust_checkpoint)
     meta = content.get("omiclip", {})
     if model_name_in(content) != encoder.name or "optimizer" not in meta:
         raise ValueError(f"{path} is not a fine-tuning checkpoint of {encoder.name!r} written with `save=`.")
-    encoder.model.load_state_dict(state_dict_of(content))
+    state = state_dict_of(content)
+    check_finite(state, path=path)
+    encoder.model.load_state_dict(state)
     return TrainingState(epoch=meta["epoch"], step=meta["step"], optimizer=meta["optimizer"], history=meta["history"])
