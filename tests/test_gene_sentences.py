@@ -36,7 +36,9 @@ class TestRanking:
         with pytest.warns(UserWarning, match="1 of 3 observations have no expressed"):
             oc.pp.gene_sentences(adata, n_genes=3, exclude=None)
         assert adata.obs["gene_sentence"].tolist() == ["B D F", "", "A"]
-        np.testing.assert_array_equal(adata.uns["omiclip"]["gene_sentences"]["n_genes_kept"], [3, 0, 1])
+        np.testing.assert_array_equal(
+            adata.uns["omiclip"]["gene_sentences"]["gene_sentence"]["n_genes_kept"], [3, 0, 1]
+        )
 
     def test_padding_reproduces_official_rule(self):
         genes = ["A", "B", "C", "D", "E", "F"]
@@ -164,12 +166,12 @@ class TestWriting:
         result = oc.pp.gene_sentences(adata, layer="counts", key_added="sentence", copy=True)
         assert "sentence" not in adata.obs and "omiclip" not in adata.uns
         assert result.obs["sentence"].tolist() == ["B C", "A"]
-        record = result.uns["omiclip"]["gene_sentences"]
+        record = result.uns["omiclip"]["gene_sentences"]["sentence"]
         assert record["layer"] == "counts" and record["n_genes"] == 50 and record["key_added"] == "sentence"
 
     def test_genes_in_context_counts_survivors(self, spots):
         oc.pp.gene_sentences(spots)
-        record = spots.uns["omiclip"]["gene_sentences"]
+        record = spots.uns["omiclip"]["gene_sentences"]["gene_sentence"]
         expected = oc.models.genes_in_context(spots.obs["gene_sentence"])
         np.testing.assert_array_equal(record["n_genes_in_context"], expected)
         assert 15 <= np.median(expected) < 50  # the official tokenizer cuts 50-gene sentences
@@ -191,4 +193,4 @@ def test_duplicate_entries_and_missing_symbols():
     adata.var["symbol"] = ["EPCAM", np.nan, np.nan]  # unmapped IDs are never chosen, and are no duplicates
     oc.pp.gene_sentences(adata, gene_symbols="symbol", exclude=(g for g in ["KRT8"]))
     assert adata.obs["gene_sentence"].iloc[0] == "EPCAM"
-    assert adata.uns["omiclip"]["gene_sentences"]["exclude"] == ["KRT8"]
+    assert adata.uns["omiclip"]["gene_sentences"]["gene_sentence"]["exclude"] == ["KRT8"]

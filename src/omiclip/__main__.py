@@ -6,6 +6,9 @@ import argparse
 import json
 import sys
 
+from omiclip._anndata import table_name
+from omiclip._keys import ALIGNED_KEY, SENTENCE_KEY, embedding_key
+
 EPILOG = "Results are written back into the stores element by element; a failure leaves every stored element intact."
 
 
@@ -35,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--image-key", help="image element (image modality; default: the only one)")
     embed.add_argument("--table", help="table element (default: the only one)")
     embed.add_argument("--batch-size", type=int, default=64)
-    embed.add_argument("--key-added", help="obsm key (default X_omiclip_{modality})")
+    embed.add_argument("--key-added", help=f"obsm key (default {embedding_key('{modality}')})")
     embed.set_defaults(run=_embed)
 
     finetune = commands.add_parser("finetune", help="fine-tune on the (tile, sentence) pairs of stores", epilog=EPILOG)
@@ -52,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     align = commands.add_parser(
         "align",
         help="align SOURCE onto TARGET (Loki Align); writes SOURCE's table and shapes",
-        epilog="Writes the source table (obsm spatial_aligned, uns omiclip/align with the 3×3 matrix) and the "
-        "source's shapes (a transformation to the 'aligned' coordinate system). " + EPILOG,
+        epilog="Writes the source table (obsm spatial_aligned, uns omiclip/align/spatial_aligned with the 3×3 matrix) "
+        "and a transformation to the 'aligned' coordinate system for each of the source's elements (shapes, images, "
+        "labels, points). " + EPILOG,
     )
     align.add_argument("source", help="SpatialData zarr store to move")
     align.add_argument("target", help="SpatialData zarr store that stays put (read only)")
@@ -65,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         help="move the source embedding's mean onto the target's (default: only when --target-rep differs)",
     )
     align.add_argument("--mode", choices=["rigid", "nonrigid"], default="rigid")
-    align.add_argument("--key-added", default="spatial_aligned")
+    align.add_argument("--key-added", default=ALIGNED_KEY)
     align.add_argument("--max-points", type=int, default=5000)
     align.add_argument("--device", help="torch device (default: cuda if available)")
     align.set_defaults(run=_align)
@@ -97,24 +101,13 @@ def _read(path: str):
     return sd.read_zarr(path)
 
 
-def _table_name(sdata, table: str | None) -> str:
-    names = list(sdata.tables)
-    if table is None:
-        if len(names) != 1:
-            raise ValueError(f"The store has {len(names)} tables ({names}); choose one with --table.")
-        return names[0]
-    if table not in names:
-        raise KeyError(f"Table {table!r} not found; tables: {names}.")
-    return table
-
-
 def _embed(args) -> int:
     import omiclip as oc
     from omiclip.io import write_elements
 
     sdata = _read(args.store)
-    table = _table_name(sdata, args.table)
-    if args.modality == "text" and "gene_sentence" not in sdata.tables[table].obs:
+    table = table_name(sdata, args.table, option="--table")
+    if args.modality == "text" and SENTENCE_KEY not in sdata.tables[table].obs:
         oc.pp.gene_sentences(sdata, table_key=table)
     oc.tl.embed(
         sdata,
@@ -140,7 +133,7 @@ def _finetune(args) -> int:
     sections = [_read(path) for path in args.stores]
     for sdata in sections:
         for table in sdata.tables:
-            if "gene_sentence" not in sdata.tables[table].obs:
+            if SENTENCE_KEY not in sdata.tables[table].obs:
                 oc.pp.gene_sentences(sdata, table_key=table)
     oc.tl.finetune(
         sections if len(sections) > 1 else sections[0],
@@ -163,7 +156,7 @@ def _align(args) -> int:
     from omiclip.io import write_elements
 
     source, target = _read(args.source), _read(args.target)
-    table = _table_name(source, None)
+    table = table_name(source, None, option="--table")
     use_rep = None if args.use_rep.lower() == "none" else args.use_rep
     oc.tl.align(
         source,
@@ -176,8 +169,15 @@ def _align(args) -> int:
         max_points=args.max_points,
         device=args.device,
     )
+    # shapes are in memory and rewritten whole; images, labels and points are read lazily from the store, where
+    # only their transformations change
     write_elements(source, [table, *source.shapes])
-    print(f"wrote {args.source}: table {table!r} and shapes {list(source.shapes)}")
+    lazy = [name for kind in ("images", "labels", "points") for name in getattr(source, kind)]
+    for name in lazy:
+        source.write_transformations(name)
+    if lazy and source.has_consolidated_metadata():
+        source.write_consolidated_metadata()
+    print(f"wrote {args.source}: table {table!r}, shapes {list(source.shapes)} and the transformations of {lazy}")
     return 0
 
 

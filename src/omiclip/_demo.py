@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from omiclip._keys import SENTENCE_KEY, get_record
+
 
 def run_demo(out: str | Path = "omiclip_demo", *, size_um: float = 3000.0, epochs: int = 10, seed: int = 0) -> dict:
     """Simulate two serial sections, fine-tune omiclip-tiny on the first, embed both, evaluate on the second.
@@ -60,7 +62,7 @@ def run_demo(out: str | Path = "omiclip_demo", *, size_um: float = 3000.0, epoch
     timings["write zarr + figure"] = time.perf_counter() - tic
 
     first, second = (s.tables["table"] for s in sections)
-    record = first.uns["omiclip"]["gene_sentences"]
+    record = get_record(first, "gene_sentences", SENTENCE_KEY, made_by="oc.pp.gene_sentences")
     return {
         "spots per section": [first.n_obs, second.n_obs],
         "genes": first.n_vars,

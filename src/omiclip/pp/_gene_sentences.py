@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Collection
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -11,16 +11,23 @@ from anndata import AnnData
 from scipy import sparse
 
 from omiclip import _logging as logg
-from omiclip._anndata import SENTENCE_KEY, check_not_empty, get_table, record, working_copy
+from omiclip._anndata import check_not_empty, get_table, working_copy
 from omiclip._core.sentences import genes_within_budget, join_sentences, pad_with_unexpressed, top_genes
+from omiclip._docs import doc_params
 from omiclip._housekeeping import housekeeping_genes
+from omiclip._keys import SENTENCE_KEY, claim, record
+from omiclip._validate import check_int
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 # the official code drops names with "." or "-": versioned Ensembl IDs, MT-*, HLA-*, clone names
 _LOKI_NAME_PATTERN = re.compile(r"[.\-]")
 
 
+@doc_params
 def gene_sentences(
-    data,
+    data: AnnData | SpatialData,
     *,
     n_genes: int = 50,
     layer: str | None = None,
@@ -30,7 +37,7 @@ def gene_sentences(
     key_added: str = SENTENCE_KEY,
     table_key: str | None = None,
     copy: bool = False,
-) -> AnnData | None:
+) -> AnnData | SpatialData | None:
     """Write each observation's top expressed genes as a "gene sentence", the text OmiCLIP reads.
 
     Genes are ranked by their value in ``X`` (or ``layer``), highest first, ties in var order, and the
@@ -60,10 +67,8 @@ def gene_sentences(
         sentences.
     key_added
         ``.obs`` column to write.
-    table_key
-        Table of a SpatialData object with several tables.
-    copy
-        Return a modified copy instead of writing into ``data``.
+    {table_key}
+    {copy}
 
     Returns
     -------
@@ -71,7 +76,7 @@ def gene_sentences(
 
     ``.obs[key_added]``
         The sentences (``str``).
-    ``.uns["omiclip"]["gene_sentences"]``
+    ``.uns["omiclip"]["gene_sentences"][key_added]``
         Parameters, plus ``n_genes_kept`` (genes per sentence) and ``n_genes_in_context`` (genes that
         fit in the 76-token context of the OmiCLIP tokenizer), one value per observation.
     """
@@ -79,9 +84,8 @@ def gene_sentences(
     check_not_empty(adata)
     if adata.n_vars == 0:
         raise ValueError("The data has no genes (n_vars == 0): there is nothing to rank.")
-    # bool is an int subclass: True would pass as 1 and fail later, far from the cause
-    if not isinstance(n_genes, int | np.integer) or isinstance(n_genes, bool) or n_genes < 1:
-        raise ValueError(f"`n_genes` must be a positive integer, got {n_genes!r}.")
+    check_int("n_genes", n_genes, min=1)
+    claim(adata, [("obs", key_added)])
     if exclude is not None and not isinstance(exclude, str):
         exclude = list(exclude)  # a generator would be used up before it is recorded
     matrix = _expression(adata, layer)
@@ -116,6 +120,7 @@ def gene_sentences(
     record(
         adata,
         "gene_sentences",
+        key_added,
         {
             "key_added": key_added,
             "n_genes": int(n_genes),
@@ -128,7 +133,9 @@ def gene_sentences(
             "n_genes_in_context": n_in_context,
         },
     )
-    logg.finished(start, [(key_added, "gene sentences (obs)"), ("omiclip/gene_sentences", "parameters (uns)")])
+    logg.finished(
+        start, [(key_added, "gene sentences (obs)"), (f"omiclip/gene_sentences/{key_added}", "parameters (uns)")]
+    )
     return data if copy else None
 
 
