@@ -92,7 +92,7 @@ class TestAlign:
         source = moved_copy(target, rotation(15, (150, -80)))
         oc.tl.align(source, target, use_rep="X_pca", progress=False)
         assert error_um(source.obsm["spatial_aligned"], target.obsm["spatial"]) < 0.1 * SPOT_UM
-        matrix = source.uns["omiclip"]["align"]["matrix"]
+        matrix = source.uns["omiclip"]["align"]["spatial_aligned"]["matrix"]
         np.testing.assert_allclose(matrix, np.linalg.inv(rotation(15, (150, -80))), atol=1e-2)
 
     def test_identical_sections_stay_put(self, pair):
@@ -130,7 +130,8 @@ class TestAlign:
         kwargs = {"use_rep": "X_other", "target_rep": "X_pca", "progress": False, "copy": True}
         centred = oc.tl.align(source, target, center=True, **kwargs)
         raw = oc.tl.align(source, target, **kwargs)  # official default: never centred, also across modalities
-        assert centred.uns["omiclip"]["align"]["center"] and not raw.uns["omiclip"]["align"]["center"]
+        assert centred.uns["omiclip"]["align"]["spatial_aligned"]["center"]
+        assert not raw.uns["omiclip"]["align"]["spatial_aligned"]["center"]
         assert error_um(centred.obsm["spatial_aligned"], target.obsm["spatial"]) < 0.1 * SPOT_UM
         assert error_um(raw.obsm["spatial_aligned"], target.obsm["spatial"]) > SPOT_UM
 
@@ -225,7 +226,7 @@ class TestAlign:
         source, target = (table.copy() for table in pair)
         with pytest.warns(RuntimeWarning, match=r"did not converge in 2 iterations \(σ² = "):
             oc.tl.align(source, target, use_rep="X_pca", max_iter=2, progress=False)
-        assert source.uns["omiclip"]["align"]["converged"] is False
+        assert source.uns["omiclip"]["align"]["spatial_aligned"]["converged"] is False
 
 
 class TestAlignStack:
@@ -239,7 +240,7 @@ class TestAlignStack:
         )
         for position, section in enumerate(sections):
             assert error_um(section.obsm["spatial_aligned"], target.obsm["spatial"]) < 0.1 * SPOT_UM
-            assert section.uns["omiclip"]["align"]["stack_position"] == position
+            assert section.uns["omiclip"]["align"]["spatial_aligned"]["stack_position"] == position
             np.testing.assert_allclose(section.obsm["spatial_aligned_3d"][:, 2], (position - 1) * 5.0)
 
     def test_needs_two_sections_and_a_valid_reference(self, pair):

@@ -110,7 +110,7 @@ class TestDecompose:
         mapping = result.obsm["omiclip_proportions_mapping"]
         assert mapping.shape == (60, 4 if mode == "clusters" else reference.n_obs)
         np.testing.assert_allclose(np.asarray(mapping).sum(axis=0), 1, rtol=1e-5)
-        params = result.uns["omiclip"]["decompose"]
+        params = result.uns["omiclip"]["decompose"]["omiclip_proportions"]
         assert params["mode"] == mode and params["score"] > 0.999
         assert params["reference_cells"].sum() == reference.n_obs
         result.write_h5ad(tmp_path / "decomposed.h5ad")  # every key written can be saved

@@ -67,7 +67,7 @@ class TestRanking:
         # ties at the lowest value: the padding genes; in row 2 KRT8, chosen over KRT19 (both 1) by var order
         np.testing.assert_array_equal(adata.obs["gene_sentence_n_ties"], [2, 3, 1, 2])
         np.testing.assert_array_equal(adata.obs["gene_sentence_n_ties_in_context"], [2, 3, 1, 2])
-        assert adata.uns["omiclip"]["gene_sentences"]["pad"] is True
+        assert adata.uns["omiclip"]["gene_sentences"]["gene_sentence"]["pad"] is True
 
     @pytest.mark.parametrize("fmt", ["dense", "csr", "csc"])
     @pytest.mark.parametrize("pad", [False, True])
@@ -188,7 +188,7 @@ class TestWriting:
         result = oc.pp.gene_sentences(adata, layer="counts", key_added="sentence", copy=True)
         assert "sentence" not in adata.obs and "omiclip" not in adata.uns
         assert result.obs["sentence"].tolist() == ["B C A", "A B C"]  # padded with zero-count genes (official)
-        record = result.uns["omiclip"]["gene_sentences"]
+        record = result.uns["omiclip"]["gene_sentences"]["sentence"]
         assert record["layer"] == "counts" and record["n_genes"] == 50 and record["key_added"] == "sentence"
 
     def test_genes_in_context_counts_survivors(self, spots):
@@ -214,4 +214,4 @@ def test_duplicate_entries_and_missing_symbols():
     adata.var["symbol"] = ["EPCAM", np.nan, np.nan]  # unmapped IDs are never chosen, and are no duplicates
     oc.pp.gene_sentences(adata, gene_symbols="symbol", exclude=(g for g in ["KRT8"]))
     assert adata.obs["gene_sentence"].iloc[0] == "EPCAM"
-    assert adata.uns["omiclip"]["gene_sentences"]["exclude"] == ["KRT8"]
+    assert adata.uns["omiclip"]["gene_sentences"]["gene_sentence"]["exclude"] == ["KRT8"]

@@ -15,8 +15,9 @@ import pandas as pd
 from anndata import AnnData
 
 from omiclip import _logging as logg
-from omiclip._anndata import MICRONS_PER_UNIT_KEY, check_not_empty, get_table
+from omiclip._anndata import check_not_empty, get_table
 from omiclip._core.tiling import BACKGROUND
+from omiclip._keys import MICRONS_PER_UNIT_KEY
 
 VISIUM_SPOT_UM = 55.0
 HD_BIN = re.compile(r"square_(\d{3})um")  # spatialdata-io's Visium HD tables and shapes: square_002um, ...

@@ -3,13 +3,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
 from omiclip import _logging as logg
-from omiclip._anndata import MICRONS_PER_UNIT_KEY, is_spatialdata
+from omiclip._anndata import is_spatialdata
 from omiclip._core.tiling import (
     TileWindows,
     blank,
@@ -19,6 +20,7 @@ from omiclip._core.tiling import (
     sample_windows,
     tissue_mask,
 )
+from omiclip._keys import MICRONS_PER_UNIT_KEY, grid_key, table_of_shapes
 from omiclip.pp._spot_geometry import (
     Level,
     SpotGeometry,
@@ -28,6 +30,9 @@ from omiclip.pp._spot_geometry import (
     spatialdata_geometry,
     visium_anndata_geometry,
 )
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 # OmiCLIP was trained on Visium "hires" crops: a 55 µm spot is ~16.5 px there, about 3.3 µm per pixel
 HIRES_UM_PER_PX = 3.3
@@ -86,7 +91,7 @@ class Tiles:
 
 
 def tiles(
-    data,
+    data: AnnData | SpatialData,
     *,
     image_key: str | None = None,
     shapes_key: str | None = None,
@@ -291,16 +296,17 @@ def _add_grid(sdata, image_key, centers_px0, tile_um, levels):
     half = tile_um / levels[0].um_per_px / 2
     y, x = centers_px0.T
     squares = gpd.GeoDataFrame(geometry=shapely.box(x - half, y - half, x + half, y + half))
-    grid_key, table_key = f"{image_key}_grid", f"{image_key}_grid_table"
+    shapes_key = grid_key(image_key)
+    table_key = table_of_shapes(shapes_key)
     transformations = get_transformation(sdata.images[image_key], get_all=True)
-    sdata.shapes[grid_key] = ShapesModel.parse(squares, transformations=transformations)
+    sdata.shapes[shapes_key] = ShapesModel.parse(squares, transformations=transformations)
     obs = pd.DataFrame(
-        {"tile_id": np.arange(len(centers_px0)), "region": pd.Categorical([grid_key] * len(centers_px0))},
+        {"tile_id": np.arange(len(centers_px0)), "region": pd.Categorical([shapes_key] * len(centers_px0))},
         index=[f"tile_{i}" for i in range(len(centers_px0))],
     )
     table = AnnData(obs=obs)
     table.obsm["spatial"] = np.column_stack([x, y])
     table.uns[MICRONS_PER_UNIT_KEY] = levels[0].um_per_px
-    sdata.tables[table_key] = TableModel.parse(table, region=grid_key, region_key="region", instance_key="tile_id")
-    logg.info(f"    added shapes {grid_key!r} and table {table_key!r} ({len(obs)} grid tiles)")
+    sdata.tables[table_key] = TableModel.parse(table, region=shapes_key, region_key="region", instance_key="tile_id")
+    logg.info(f"    added shapes {shapes_key!r} and table {table_key!r} ({len(obs)} grid tiles)")
     return obs.index, table_key

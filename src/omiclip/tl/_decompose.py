@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -10,14 +10,21 @@ from anndata import AnnData
 from scipy import sparse
 
 from omiclip import _logging as logg
-from omiclip._anndata import check_not_empty, check_same_dim, get_rep, get_table, record, working_copy
+from omiclip._anndata import get_table, obsm_frame, reference_pair, working_copy
 from omiclip._core.mapping import fit_mapping, non_maximum_suppression, proportions_from_mapping, type_maps
-from omiclip.models._encoder import resolve_device
+from omiclip._docs import doc_params
+from omiclip._keys import PROPORTIONS_KEY, claim, mapping_key, nms_key, record
+from omiclip._validate import check_choice, check_int, check_number
+from omiclip.tl._model import resolve_device
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 
+@doc_params
 def decompose(
-    spatial,
-    reference,
+    spatial: AnnData | SpatialData,
+    reference: AnnData | SpatialData,
     *,
     groupby: str = "cell_type",
     use_rep: str = "X_omiclip_image",
@@ -33,11 +40,12 @@ def decompose(
     device: str | torch.device | None = None,
     seed: int = 10,
     keep_mapping: bool = False,
-    key_added: str = "omiclip_proportions",
+    key_added: str = PROPORTIONS_KEY,
     table_key: str | None = None,
+    reference_table_key: str | None = None,
     copy: bool = False,
     progress: bool = True,
-) -> AnnData | None:
+) -> AnnData | SpatialData | None:
     """Cell-type proportions of spots or H&E tiles from a labelled single-cell reference (Loki Decompose).
 
     Reference cells (``reference_rep``: text embeddings of their gene sentences) are mapped onto the spatial
@@ -81,7 +89,8 @@ def decompose(
     spatial
         AnnData or SpatialData of spots or tiles with embeddings ``use_rep``.
     reference
-        AnnData of single cells with embeddings ``reference_rep`` and labels ``.obs[groupby]``; not modified.
+        AnnData (or SpatialData) of single cells with embeddings ``reference_rep`` and labels ``.obs[groupby]``;
+        not modified.
     groupby
         ``.obs`` column of the reference with cell types. Categories without cells get proportion 0
         (with a warning); cells without a label are left out (with a warning).
@@ -100,7 +109,7 @@ def decompose(
         embedding dimension carries no such meaning; on the synthetic benchmark this made no material difference).
     nms
         Also write the non-maximum-suppressed map (paper eq. 13-14, the official ``NMS_mode``) to
-        ``.obsm[key_added + "_nms"]``: per spot only the most likely cell type is kept, the others are 0 (types
+        ``.obsm[f"{key_added}_nms"]``: per spot only the most likely cell type is kept, the others are 0 (types
         that tie are all kept, as officially). The soft proportions stay in ``.obsm[key_added]``.
     nms_on
         What NMS compares: ``"mapping"`` (official), each type's share of the mapping on each spot (Tangram's
@@ -114,52 +123,52 @@ def decompose(
         Optimisation steps (Tangram's ``num_epochs``).
     lr
         Adam learning rate.
-    device
-        Torch device; ``None`` picks CUDA when present.
+    {device}
     seed
         Seed of the initial mapping (official: Tangram's ``random_state=10``).
     keep_mapping
-        Also write the raw mapping to ``.obsm[key_added + "_mapping"]``: spots × clusters (DataFrame) or
+        Also write the raw mapping to ``.obsm[f"{key_added}_mapping"]``: spots × clusters (DataFrame) or
         spots × labelled reference cells (array, columns in the reference's order); each column is that cluster's
         or cell's distribution over spots (Tangram's ``tangram_ct_pred`` in cluster mode).
     key_added
         Key of the proportions in ``.obsm``, and prefix of the other keys.
-    table_key
-        Table of a SpatialData ``spatial`` with several tables.
-    copy
-        Return a modified copy instead of writing into ``spatial``.
-    progress
-        Show a progress bar.
+    {table_key}
+    {reference_table_key}
+    {copy}
+    {progress}
 
     Returns
     -------
     ``None``, or a copy of ``spatial`` when ``copy=True``. Writes to the table:
 
     ``.obsm["omiclip_proportions"]``
-        DataFrame, observations × cell types (the ``groupby`` categories, in order); rows sum to 1.
+        DataFrame, observations × cell types (the ``groupby`` categories, in order); rows sum to 1. A "/" in a
+        cell type's name is written as "∕" (U+2215), which zarr can store; ``oc.pl`` shows the names as given.
     ``.obsm["omiclip_proportions_nms"]``
         With ``nms=True``: the suppressed map, same layout.
     ``.obsm["omiclip_proportions_mapping"]``
         With ``keep_mapping=True``: the raw mapping.
-    ``.uns["omiclip"]["decompose"]``
+    ``.uns["omiclip"]["decompose"][key_added]``
         Parameters, the cell types, the reference's cells per type and the final objective terms
         (``score``: mean per-dimension cosine similarity; ``kl``: density term).
     """
-    if mode not in ("clusters", "cells"):
-        raise ValueError(f"`mode` must be 'clusters' or 'cells', got {mode!r}.")
-    if nms_on not in ("mapping", "proportions"):
-        raise ValueError(f"`nms_on` must be 'mapping' or 'proportions', got {nms_on!r}.")
-    if epochs < 1 or lr <= 0:
-        raise ValueError(f"`epochs` must be at least 1 and `lr` positive, got {epochs} and {lr}.")
+    check_choice("mode", mode, ("clusters", "cells"))
+    check_choice("nms_on", nms_on, ("mapping", "proportions"))
+    check_int("epochs", epochs, min=1)
+    check_number("lr", lr, min=0, min_inclusive=False)
     if nms_percentiles is not None and not 0 <= nms_percentiles[0] < nms_percentiles[1] <= 100:
         raise ValueError(f"`nms_percentiles` must be (low, high) with 0 <= low < high <= 100, got {nms_percentiles}.")
-    table = get_table(spatial, table_key)
-    reference = get_table(reference)
-    check_not_empty(table)
-    check_not_empty(reference)
-    spot_emb = get_rep(table, use_rep)
-    cell_emb = get_rep(reference, reference_rep)
-    check_same_dim(spot_emb, cell_emb, use_rep, reference_rep)
+    table, reference, spot_emb, cell_emb = reference_pair(
+        spatial,
+        reference,
+        use_rep,
+        reference_rep,
+        table_key=table_key,
+        reference_table_key=reference_table_key,
+        names=("the spatial data", "the reference"),
+    )
+    outputs = [key_added] + [nms_key(key_added)] * nms + [mapping_key(key_added)] * keep_mapping
+    claim(table, [("obsm", key) for key in outputs], reads=[("obsm", use_rep)])
     labels, counts = _cell_types(reference, groupby)
     device = resolve_device(device)
     if filter_dims:
@@ -194,21 +203,22 @@ def decompose(
     spatial = working_copy(spatial, copy)
     table = get_table(spatial, table_key)
     added = [(key_added, "cell-type proportions (obsm)")]
-    table.obsm[key_added] = pd.DataFrame(proportions, index=table.obs_names, columns=cell_types)
+    table.obsm[key_added] = obsm_frame(proportions, table, cell_types)
     if nms:
         compared = type_maps(mapping.probabilities, groups, len(cell_types)) if nms_on == "mapping" else proportions
         suppressed = non_maximum_suppression(compared, nms_percentiles)
-        table.obsm[f"{key_added}_nms"] = pd.DataFrame(suppressed, index=table.obs_names, columns=cell_types)
-        added.append((f"{key_added}_nms", "most likely cell type per observation (obsm)"))
+        table.obsm[nms_key(key_added)] = obsm_frame(suppressed, table, cell_types)
+        added.append((nms_key(key_added), "most likely cell type per observation (obsm)"))
     if keep_mapping:
         raw = mapping.probabilities.T
         if mode == "clusters":
-            raw = pd.DataFrame(raw, index=table.obs_names, columns=cell_types[present])
-        table.obsm[f"{key_added}_mapping"] = raw
-        added.append((f"{key_added}_mapping", "mapping of the reference onto the observations (obsm)"))
+            raw = obsm_frame(raw, table, cell_types[present])
+        table.obsm[mapping_key(key_added)] = raw
+        added.append((mapping_key(key_added), "mapping of the reference onto the observations (obsm)"))
     record(
         table,
         "decompose",
+        key_added,
         {
             "groupby": groupby,
             "use_rep": use_rep,
