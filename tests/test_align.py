@@ -325,7 +325,7 @@ def test_default_is_the_official_solver_and_switches_past_the_exact_kernel_limit
     """Official defaults (exact kernel, no cap, |Δσ²| <= 1e-9, float64); too large a source gets the scalable solver."""
     source, target = pair
     official = oc.tl.align(source, target, use_rep="X_pca", progress=False, copy=True)
-    exact = official.uns["omiclip"]["align"]
+    exact = official.uns["omiclip"]["align"]["spatial_aligned"]
     assert (exact["kernel"], exact["max_points"], exact["max_iter"], exact["tol"], exact["dtype"]) == (
         "exact", "all", "none", 1e-9, "float64"
     )  # fmt: skip
@@ -333,7 +333,7 @@ def test_default_is_the_official_solver_and_switches_past_the_exact_kernel_limit
     monkeypatch.setattr("omiclip.tl._align._EXACT_KERNEL_MAX_POINTS", source.n_obs - 1)
     with pytest.warns(UserWarning, match=f"{source.n_obs:,} spots: the exact motion kernel"):
         scaled = oc.tl.align(source, target, use_rep="X_pca", max_iter=50, progress=False, copy=True)
-    params = scaled.uns["omiclip"]["align"]
+    params = scaled.uns["omiclip"]["align"]["spatial_aligned"]
     assert (params["kernel"], params["n_landmarks"], params["max_points"], params["max_iter"], params["rtol"]) == (
         "nystrom", 1000, 5000, 50, 1e-5
     )  # fmt: skip
