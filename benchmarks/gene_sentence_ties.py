@@ -117,7 +117,9 @@ def main():
             row[f"{variant}_tied_share_read"] = float(
                 (obs["gene_sentence_n_ties_in_context"] / obs["gene_sentence_n_in_context"].clip(lower=1)).mean()
             )
-            row[f"{variant}_tie_ordered"] = table.uns["omiclip"]["gene_sentences"]["n_tie_ordered"] / table.n_obs
+            row[f"{variant}_tie_ordered"] = (
+                table.uns["omiclip"]["gene_sentences"]["gene_sentence"]["n_tie_ordered"] / table.n_obs
+            )
             row[f"{variant}_knn_read_genes"] = knn_accuracy(bag_of_read_genes(table), labels)
             if model is not None:
                 embeddings = model.encode_text(table.obs["gene_sentence"].tolist(), batch_size=128)

@@ -112,7 +112,7 @@ class TestRanking:
         # ties at the lowest value: the padding genes; in row 2 KRT8, chosen over KRT19 (both 1) by var order
         np.testing.assert_array_equal(adata.obs["gene_sentence_n_ties"], [2, 3, 1, 2])
         np.testing.assert_array_equal(adata.obs["gene_sentence_n_ties_in_context"], [2, 3, 1, 2])
-        assert adata.uns["omiclip"]["gene_sentences"]["pad"] is True
+        assert adata.uns["omiclip"]["gene_sentences"]["gene_sentence"]["pad"] is True
 
     @pytest.mark.parametrize("fmt", ["dense", "csr", "csc"])
     @pytest.mark.parametrize("pad", [False, True])
@@ -233,7 +233,7 @@ class TestWriting:
         result = oc.pp.gene_sentences(adata, layer="counts", key_added="sentence", copy=True)
         assert "sentence" not in adata.obs and "omiclip" not in adata.uns
         assert result.obs["sentence"].tolist() == ["B C A", "A B C"]  # padded with zero-count genes (official)
-        record = result.uns["omiclip"]["gene_sentences"]
+        record = result.uns["omiclip"]["gene_sentences"]["sentence"]
         assert record["layer"] == "counts" and record["n_genes"] == 50 and record["key_added"] == "sentence"
 
     def test_genes_in_context_counts_survivors(self, spots):
@@ -259,7 +259,7 @@ def test_duplicate_entries_and_missing_symbols():
     adata.var["symbol"] = ["EPCAM", np.nan, np.nan]  # unmapped IDs are never chosen, and are no duplicates
     oc.pp.gene_sentences(adata, gene_symbols="symbol", exclude=(g for g in ["KRT8"]))
     assert adata.obs["gene_sentence"].iloc[0] == "EPCAM"
-    assert adata.uns["omiclip"]["gene_sentences"]["exclude"] == ["KRT8"]
+    assert adata.uns["omiclip"]["gene_sentences"]["gene_sentence"]["exclude"] == ["KRT8"]
 
 
 def _real_symbols(n: int = 4000) -> list[str]:
@@ -330,7 +330,7 @@ class TestGeneIdentifiers:
         adata = self._ensembl(ids, gene_ids=ids, gene_symbols=["EPCAM", "KRT8", "MS4A1", "PTPRC"])
         oc.pp.gene_sentences(adata, n_genes=2)
         assert adata.obs["gene_sentence"].tolist() == ["EPCAM MS4A1", "PTPRC KRT8"]
-        assert adata.uns["omiclip"]["gene_sentences"]["gene_symbols"] == "gene_symbols"
+        assert adata.uns["omiclip"]["gene_sentences"]["gene_sentence"]["gene_symbols"] == "gene_symbols"
 
     def test_versioned_mouse_ids_with_feature_name(self):
         ids = [f"ENSMUSG{i:011d}.{i + 1}" for i in range(4)]
@@ -351,7 +351,7 @@ class TestGeneIdentifiers:
         adata = self._ensembl(["EPCAM", "KRT8", "ENSG00000242485", "PTPRC"])
         oc.pp.gene_sentences(adata, n_genes=2)
         assert adata.obs["gene_sentence"].tolist() == ["EPCAM ENSG00000242485", "PTPRC KRT8"]
-        assert adata.uns["omiclip"]["gene_sentences"]["gene_symbols"] is None
+        assert adata.uns["omiclip"]["gene_sentences"]["gene_sentence"]["gene_symbols"] is None
 
     def test_visium_with_ensembl_var_names(self):
         if not VISIUM_V1.is_dir():
@@ -392,7 +392,7 @@ class TestTies:
             warnings.simplefilter("ignore")
             oc.pp.gene_sentences(adata, n_genes=3, exclude=None, ties="rarest")
         assert adata.obs["gene_sentence"].tolist() == ["B A C", "D E B", "C B A", "A B C"]
-        assert adata.uns["omiclip"]["gene_sentences"]["ties"] == "rarest"
+        assert adata.uns["omiclip"]["gene_sentences"]["gene_sentence"]["ties"] == "rarest"
         dense = _adata(x, genes)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -417,7 +417,7 @@ class TestTies:
         np.testing.assert_array_equal(adata.obs["gene_sentence_n_in_context"], [n_read, n_read])
         np.testing.assert_array_equal(adata.obs["gene_sentence_n_ties"], [20, 75])
         np.testing.assert_array_equal(adata.obs["gene_sentence_n_ties_in_context"], [0, n_read - 5])
-        assert adata.uns["omiclip"]["gene_sentences"]["n_tie_ordered"] == 1
+        assert adata.uns["omiclip"]["gene_sentences"]["gene_sentence"]["n_tie_ordered"] == 1
 
     def test_warning_on_low_counts_and_the_way_out(self):
         rng = np.random.default_rng(0)
@@ -433,10 +433,10 @@ class TestTies:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             oc.pp.gene_sentences(spots)
-        assert spots.uns["omiclip"]["gene_sentences"]["n_tie_ordered"] < spots.n_obs / 2
+        assert spots.uns["omiclip"]["gene_sentences"]["gene_sentence"]["n_tie_ordered"] < spots.n_obs / 2
 
     def test_bad_ties(self):
-        with pytest.raises(ValueError, match="`ties` must be 'var_order'"):
+        with pytest.raises(ValueError, match=r"`ties` must be one of \('var_order', 'rarest'\)"):
             oc.pp.gene_sentences(_adata(np.ones((1, 2), dtype=np.float32), ["A", "B"]), ties="random")
 
 

@@ -27,7 +27,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but torch sees no CUDA device. Use device='cpu' or 'auto'.")
+        raise ValueError(
+            f"device={str(device)!r} was asked for but torch sees no CUDA device. Use device='cpu' or 'auto'."
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={str(device)!r} was asked for but torch sees {torch.cuda.device_count()} CUDA device(s) "
+            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})."
+        )
     return device
 
 
@@ -55,6 +62,9 @@ class Encoder:
         Path of the loaded weights, or ``None`` for random weights.
     seed
         Seed of the random initialisation (``None`` when weights came from a checkpoint or were fine-tuned).
+    trust_checkpoint
+        Whether ``checkpoint`` was read by full unpickling (``trust_checkpoint=True`` of
+        :func:`omiclip.models.load`); Dask workers read it the same way.
     history
         Mean loss per epoch when the model came from :func:`omiclip.tl.finetune`, else empty.
     """
@@ -70,6 +80,7 @@ class Encoder:
         device: torch.device,
         checkpoint: Path | None,
         seed: int | None,
+        trust_checkpoint: bool = False,
     ):
         self.name = name
         self.architecture = architecture
@@ -79,6 +90,7 @@ class Encoder:
         self.device = device
         self.checkpoint = checkpoint
         self.seed = seed
+        self.trust_checkpoint = trust_checkpoint
         self.history: list[float] = []
 
     def __repr__(self) -> str:

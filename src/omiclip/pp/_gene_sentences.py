@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Collection
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -11,7 +11,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from omiclip import _logging as logg
-from omiclip._anndata import SENTENCE_KEY, check_not_empty, get_table, record, working_copy
+from omiclip._anndata import check_not_empty, get_table, working_copy
 from omiclip._core.sentences import (
     genes_within_budget,
     join_sentences,
@@ -20,7 +20,13 @@ from omiclip._core.sentences import (
     top_genes,
 )
 from omiclip._core.tokens import CONTENT_TOKENS, word_token_counts
+from omiclip._docs import doc_params
 from omiclip._housekeeping import housekeeping_genes
+from omiclip._keys import SENTENCE_COUNTS, SENTENCE_KEY, claim, record, sentence_count_key
+from omiclip._validate import check_choice, check_int
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 _WHITESPACE = re.compile(r"\s")
 # Ensembl gene IDs of any species (ENSG, ENSMUSG, ENSRNOG, ENSDARG, ...), with or without a version
@@ -42,8 +48,9 @@ SYMBOL_COLUMNS = (
 _TIE_ORDERED_SHARE = 0.5
 
 
+@doc_params
 def gene_sentences(
-    data,
+    data: AnnData | SpatialData,
     *,
     n_genes: int = 50,
     layer: str | None = None,
@@ -54,7 +61,7 @@ def gene_sentences(
     key_added: str = SENTENCE_KEY,
     table_key: str | None = None,
     copy: bool = False,
-) -> AnnData | None:
+) -> AnnData | SpatialData | None:
     """Write each observation's top expressed genes as a "gene sentence", the text OmiCLIP reads.
 
     Genes are ranked by their value in ``X`` (or ``layer``), highest first, ties in var order, and the
@@ -97,10 +104,8 @@ def gene_sentences(
         slightly better; ordering by mean, highest first, does worse than var order (see the benchmarks page).
     key_added
         ``.obs`` column to write; the per-observation counts go to columns named after it.
-    table_key
-        Table of a SpatialData object with several tables.
-    copy
-        Return a modified copy instead of writing into ``data``.
+    {table_key}
+    {copy}
 
     Returns
     -------
@@ -115,7 +120,7 @@ def gene_sentences(
     ``.obs[f"{key_added}_n_ties"]``, ``.obs[f"{key_added}_n_ties_in_context"]``
         Genes of the sentence, and of those the model reads, tied at the sentence's lowest value with another
         gene of the observation (padding genes included): the tie order, not expression, chose or placed them.
-    ``.uns["omiclip"]["gene_sentences"]``
+    ``.uns["omiclip"]["gene_sentences"][key_added]``
         Parameters (with the symbol column used), the number of excluded genes and of tie-ordered sentences
         (at least half of the genes the model reads are such ties), and the ``.obs`` columns written.
     """
@@ -123,11 +128,10 @@ def gene_sentences(
     check_not_empty(adata)
     if adata.n_vars == 0:
         raise ValueError("The data has no genes (n_vars == 0): there is nothing to rank.")
-    # bool is an int subclass: True would pass as 1 and fail later, far from the cause
-    if not isinstance(n_genes, int | np.integer) or isinstance(n_genes, bool) or n_genes < 1:
-        raise ValueError(f"`n_genes` must be a positive integer, got {n_genes!r}.")
-    if ties not in ("var_order", "rarest"):
-        raise ValueError(f"`ties` must be 'var_order' (official) or 'rarest', got {ties!r}.")
+    check_int("n_genes", n_genes, min=1)
+    check_choice("ties", ties, ("var_order", "rarest"))
+    columns = [key_added, *(sentence_count_key(key_added, count) for count in SENTENCE_COUNTS)]
+    claim(adata, [("obs", column) for column in columns])
     if exclude is not None and not isinstance(exclude, str):
         exclude = list(exclude)  # a generator would be used up before it is recorded
     matrix = _expression(adata, layer)
@@ -150,18 +154,16 @@ def gene_sentences(
 
     data = working_copy(data, copy)
     adata = get_table(data, table_key)
-    per_observation = {
-        key_added: pd.Series(sentences, index=adata.obs_names, dtype=object),
-        f"{key_added}_n_expressed": n_expressed,
-        f"{key_added}_n_in_context": n_in_context,
-        f"{key_added}_n_ties": n_ties,
-        f"{key_added}_n_ties_in_context": n_ties_in_context,
-    }
+    counts = (n_expressed, n_in_context, n_ties, n_ties_in_context)
+    per_observation = dict(
+        zip(columns, [pd.Series(sentences, index=adata.obs_names, dtype=object), *counts], strict=True)
+    )
     for column, values in per_observation.items():
         adata.obs[column] = values
     record(
         adata,
         "gene_sentences",
+        key_added,
         {
             "key_added": key_added,
             "n_genes": int(n_genes),
@@ -177,7 +179,10 @@ def gene_sentences(
     )
     logg.finished(
         start,
-        [(key_added, "gene sentences and counts per sentence (obs)"), ("omiclip/gene_sentences", "parameters (uns)")],
+        [
+            (key_added, "gene sentences and counts per sentence (obs)"),
+            (f"omiclip/gene_sentences/{key_added}", "parameters (uns)"),
+        ],
     )
     return data if copy else None
 
