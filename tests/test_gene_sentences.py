@@ -315,6 +315,24 @@ class TestTokenCounts:
         assert counts == str([len(clip.encode(w)) for w in ("COL1A1", "HLA-DRB1", "ERBB2")])
         assert imported == "[]"
 
+    def test_gene_sentences_import_no_torch_open_clip_or_scanpy(self):
+        code = (
+            "import sys\n"
+            "import numpy as np\n"
+            "import pandas as pd\n"
+            "from anndata import AnnData\n"
+            "import omiclip as oc\n"
+            "before = set(sys.modules)\n"
+            "adata = AnnData(np.array([[3, 1, 2]], dtype=np.float32), var=pd.DataFrame(index=['KRT8', 'EPCAM', 'CD74']))\n"
+            "oc.pp.gene_sentences(adata, exclude=None)\n"
+            "print(adata.obs['gene_sentence_n_in_context'].iloc[0])\n"
+            "print(sorted(m for m in ('torch', 'open_clip', 'scanpy') if m in set(sys.modules) - before))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        n_in_context, imported = out.strip().splitlines()
+        assert n_in_context == "3"
+        assert imported == "[]"
+
 
 class TestGeneIdentifiers:
     @staticmethod
