@@ -59,6 +59,17 @@ def _parser() -> argparse.ArgumentParser:
     finetune.add_argument("--batch-size", type=int, default=64)
     finetune.add_argument("--lr", type=float, default=5e-6, help="official 5e-6 for the pretrained model")
     finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument(
+        "--precision",
+        choices=["amp", "fp32", "bf16"],
+        default="amp",
+        help="amp (official OpenCLIP --precision amp: fp16 autocast on CUDA, fp32 on CPU), fp32, or bf16 autocast",
+    )
+    finetune.add_argument(
+        "--keep-last-batch",
+        action="store_true",
+        help="also train each epoch's last partial batch (default: dropped, as OpenCLIP's loader)",
+    )
     finetune.set_defaults(run=_finetune)
 
     align = commands.add_parser(
@@ -176,6 +187,8 @@ def _finetune(args) -> int:
         lr=args.lr,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
+        drop_last=not args.keep_last_batch,
         save=args.out,
         trust_checkpoint=args.trust_checkpoint,
     )

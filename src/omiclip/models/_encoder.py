@@ -229,9 +229,14 @@ class Encoder:
     ) -> np.ndarray:
         """Embed ``(indices, uint8 tiles)`` batches, in any order, into an ``(n_items, embed_dim)`` array.
 
-        Tiles are read and preprocessed in a background thread while the model runs on the previous batch.
+        Tiles are read and preprocessed in a background thread while the model runs on the previous batch; for
+        a GPU they are put in pinned memory there, so the copy to the device overlaps the computation.
         """
-        prepared = ((indices, self.preprocess_tiles(tiles)) for indices, tiles in batches)
+        pin = self.device.type == "cuda"
+        prepared = (
+            (indices, self.preprocess_tiles(tiles).pin_memory() if pin else self.preprocess_tiles(tiles))
+            for indices, tiles in batches
+        )
         return self._encode(prefetch(prepared), n_items, "image", precision, progress)
 
     def preprocess_tiles(self, tiles: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
