@@ -44,7 +44,7 @@ def test_bf16_autocast_follows_the_fp32_loss_curve(small_section, tiny, tmp_path
 
 
 def test_precision_and_batch_errors(small_section, tiny):
-    with pytest.raises(ValueError, match="`precision` must be 'amp', 'fp32' or 'bf16', got 'fp16'"):
+    with pytest.raises(ValueError, match="`precision` must be one of .*amp.*fp32.*bf16.*got 'fp16'"):
         oc.tl.finetune(small_section, model=tiny, precision="fp16")
     n_pairs = small_section.tables["table"].n_obs
     with pytest.raises(ValueError, match=rf"Only {n_pairs} pairs for `batch_size`={n_pairs + 1}.*drop_last=False"):

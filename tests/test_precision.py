@@ -73,8 +73,8 @@ class TestBf16OnCpu:
     def test_dask_task_in_bf16(self, tiles):
         import zarr
 
-        from omiclip._core.distributed import WorkerModel, ZarrRegions, _embed_task
         from omiclip._core.tiling import TileWindows
+        from omiclip.tl._distributed import WorkerModel, ZarrRegions, _embed_task
 
         image = zarr.zeros((3, 64, 64), dtype="uint8", chunks=(3, 32, 32))
         image[:] = tiles[0].repeat(8, axis=0)[:64].repeat(1, axis=1)[:, :64].transpose(2, 0, 1)

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from omiclip._keys import ALIGNED_KEY, SENTENCE_KEY, embedding_key
+
 EPILOG = "Results are written back into the stores element by element; a failure leaves every stored element intact."
 TRUST_HELP = (
     "read a checkpoint that is not plain weights by full unpickling, which runs whatever code the file names: "
@@ -47,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         help="fp32 (official, default); bf16: bfloat16 weights on CPU, autocast on CUDA; fp16: autocast on CUDA; "
         "auto: bf16 on CUDA and on CPUs with native bf16 (AMX/AVX-512 BF16), else fp32",
     )
-    embed.add_argument("--key-added", help="obsm key (default X_omiclip_{modality})")
+    embed.add_argument("--key-added", help=f"obsm key (default {embedding_key('{modality}')})")
     embed.set_defaults(run=_embed)
 
     finetune = commands.add_parser("finetune", help="fine-tune on the (tile, sentence) pairs of stores", epilog=EPILOG)
@@ -75,8 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     align = commands.add_parser(
         "align",
         help="align SOURCE onto TARGET (Loki Align); writes SOURCE's table and shapes",
-        epilog="Writes the source table (obsm spatial_aligned, uns omiclip/align with the 3×3 matrix) and the "
-        "source's shapes (a transformation to the 'aligned' coordinate system). " + EPILOG,
+        epilog="Writes the source table (obsm spatial_aligned, uns omiclip/align/spatial_aligned with the 3×3 matrix) "
+        "and a transformation to the 'aligned' coordinate system for each of the source's elements (shapes, images, "
+        "labels, points). " + EPILOG,
     )
     align.add_argument("source", help="SpatialData zarr store to move")
     align.add_argument("target", help="SpatialData zarr store that stays put (read only)")
@@ -85,11 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     align.add_argument(
         "--center",
         action=argparse.BooleanOptionalAction,
-        help="move the source embedding's mean onto the target's (default: only when --target-rep differs)",
+        default=False,
+        help="move the source embedding's mean onto the target's (recommended for H&E→ST; official: off)",
     )
     align.add_argument("--mode", choices=["rigid", "nonrigid"], default="rigid")
-    align.add_argument("--key-added", default="spatial_aligned")
-    align.add_argument("--max-points", type=int, default=5000)
+    align.add_argument("--key-added", default=ALIGNED_KEY)
+    align.add_argument(
+        "--max-points", type=int, help="EM on random subsets of at most this many points (default: all, official)"
+    )
     align.add_argument("--device", help="torch device (default: cuda if available)")
     align.set_defaults(run=_align)
 
@@ -134,24 +140,14 @@ def _read(path: str):
     return sd.read_zarr(path)
 
 
-def _table_name(sdata, table: str | None) -> str:
-    names = list(sdata.tables)
-    if table is None:
-        if len(names) != 1:
-            raise ValueError(f"The store has {len(names)} tables ({names}); choose one with --table.")
-        return names[0]
-    if table not in names:
-        raise KeyError(f"Table {table!r} not found; tables: {names}.")
-    return table
-
-
 def _embed(args) -> int:
     import omiclip as oc
+    from omiclip._anndata import table_name  # here, not at the top: --help must not import anndata
     from omiclip.io import write_elements
 
     sdata = _read(args.store)
-    table = _table_name(sdata, args.table)
-    if args.modality == "text" and "gene_sentence" not in sdata.tables[table].obs:
+    table = table_name(sdata, args.table, option="--table")
+    if args.modality == "text" and SENTENCE_KEY not in sdata.tables[table].obs:
         oc.pp.gene_sentences(sdata, table_key=table)
     model, checkpoint = args.model, args.checkpoint
     if args.trust_checkpoint:  # the one way to read an untrusted-format file: load it here, by explicit opt-in
@@ -182,7 +178,7 @@ def _finetune(args) -> int:
     sections = [_read(path) for path in args.stores]
     for sdata in sections:
         for table in sdata.tables:
-            if "gene_sentence" not in sdata.tables[table].obs:
+            if SENTENCE_KEY not in sdata.tables[table].obs:
                 oc.pp.gene_sentences(sdata, table_key=table)
     oc.tl.finetune(
         sections if len(sections) > 1 else sections[0],
@@ -205,10 +201,11 @@ def _finetune(args) -> int:
 
 def _align(args) -> int:
     import omiclip as oc
+    from omiclip._anndata import table_name
     from omiclip.io import write_elements
 
     source, target = _read(args.source), _read(args.target)
-    table = _table_name(source, None)
+    table = table_name(source, None, option="--table")
     use_rep = None if args.use_rep.lower() == "none" else args.use_rep
     oc.tl.align(
         source,
@@ -221,8 +218,15 @@ def _align(args) -> int:
         max_points=args.max_points,
         device=args.device,
     )
+    # shapes are in memory and rewritten whole; images, labels and points are read lazily from the store, where
+    # only their transformations change
     write_elements(source, [table, *source.shapes])
-    print(f"wrote {args.source}: table {table!r} and shapes {list(source.shapes)}")
+    lazy = [name for kind in ("images", "labels", "points") for name in getattr(source, kind)]
+    for name in lazy:
+        source.write_transformations(name)
+    if lazy and source.has_consolidated_metadata():
+        source.write_consolidated_metadata()
+    print(f"wrote {args.source}: table {table!r}, shapes {list(source.shapes)} and the transformations of {lazy}")
     return 0
 
 

@@ -389,47 +389,26 @@ def genes_in_context(sentences: Iterable[str], *, tokenizer: Callable | None = N
 
     open_clip's tokenizer keeps ``context_length - 2`` content tokens (start and end tokens take the rest)
     and cuts the rest; a 50-gene sentence is ~155 CLIP-BPE tokens, so the official model reads ~22 genes.
-    Word boundaries are token boundaries, so a sentence's token count is the sum of its genes' counts.
+    Word boundaries are token boundaries, so a sentence's token count is the sum of its genes' counts; they are
+    counted with open_clip's CLIP-BPE vocabulary, each distinct gene once per process.
 
     Parameters
     ----------
     sentences
         Gene sentences (space-separated symbols).
     tokenizer
-        An open_clip tokenizer; default open_clip's ``coca_ViT-L-14`` tokenizer, shared by every OmiCLIP model.
+        The open_clip tokenizer whose context length applies; default 76 tokens, that of every OmiCLIP model.
 
     Returns
     -------
     ``(n_sentences,)`` int32: how many leading genes of each sentence the text encoder reads.
     """
-    tokenizer = tokenizer or default_tokenizer()
-    budget = content_tokens(tokenizer)
-    cost: dict[str, int] = {}
-    counts = []
-    for sentence in sentences:
-        genes = sentence.split()
-        for gene in genes:
-            if gene not in cost:
-                cost[gene] = len(tokenizer.encode(gene))
-        used = np.cumsum([cost[gene] for gene in genes])
-        counts.append(int((used <= budget).sum()))
-    return np.asarray(counts, dtype=np.int32)
+    from omiclip._core import tokens
 
-
-def token_counts(words: Iterable[str], *, tokenizer: Callable | None = None) -> np.ndarray:
-    """Number of BPE tokens of each word."""
-    tokenizer = tokenizer or default_tokenizer()
-    return np.asarray([len(tokenizer.encode(word)) for word in words], dtype=np.int64)
+    budget = tokens.CONTENT_TOKENS if tokenizer is None else content_tokens(tokenizer)
+    return tokens.genes_in_context(sentences, budget)
 
 
 def content_tokens(tokenizer: Callable) -> int:
     """Tokens left for text once the start and end tokens are placed."""
     return int(tokenizer.context_length) - 2
-
-
-@functools.cache
-def default_tokenizer():
-    """open_clip's ``coca_ViT-L-14`` tokenizer, shared by every OmiCLIP model."""
-    import open_clip
-
-    return open_clip.get_tokenizer("coca_ViT-L-14")

@@ -79,11 +79,11 @@ def worker_model(model, *, checkpoint, device) -> WorkerModel:
     from omiclip.models import MODELS, Encoder
     from omiclip.models._checkpoint import find_checkpoint
     from omiclip.models._registry import get_spec
+    from omiclip.tl._model import check_checkpoint_for
 
     device = None if device is None else str(device)
+    check_checkpoint_for(model, checkpoint)
     if isinstance(model, Encoder):
-        if checkpoint is not None:
-            raise ValueError("`checkpoint` applies to a model name; this Encoder is already loaded.")
         if model.checkpoint is None and model.seed is None:
             raise ValueError(
                 "This Encoder was fine-tuned in memory: its weights exist only in this process, and workers load "
