@@ -1,11 +1,18 @@
-"""Image embedding: end-to-end throughput, and peak memory on whole-slide images.
+"""Image embedding: end-to-end throughput (fp32 vs bf16 side by side), and peak memory on whole-slide images.
 
-    python benchmarks/embed_images.py throughput [--device cpu] [--full-tiles 32]   # also runs unchanged on a GPU
+    python benchmarks/embed_images.py throughput [--device cpu] [--full-tiles 32] [--text 64]
+    python benchmarks/embed_images.py throughput --device cuda --full-tiles 20000 --batch-size 256
     python benchmarks/embed_images.py memory [--side 40000]
 
-throughput: tiles/s of `oc.tl.embed(modality="image")` (read + preprocess + encode) for omiclip-tiny and
-for the full coca_ViT-L-14 architecture (random weights), next to the rate this device's measured matrix
-throughput allows for ViT-L/14 (~162 GFLOPs per 224 px tile).
+throughput: tiles/s of `oc.tl.embed(modality="image")` (read + preprocess + encode, overlapped: tiles are
+read and preprocessed in a background thread, in pinned memory for a GPU) for omiclip-tiny, and for the full
+coca_ViT-L-14 architecture (random weights) in fp32 and bf16 on the same tiles in the same run (CPU: weights
+and inputs cast to bfloat16; CUDA: bf16 autocast), with the per-tile cosine of each bf16 embedding to its
+fp32 one (min over tiles). The same for the text tower on gene sentences. On CUDA also a variant with the
+preprocessing on the GPU (uint8 tiles copied once, bicubic resize and normalisation there; torch's bicubic is
+not PIL's, so its cosine to the official PIL path is reported too). Next to it: the rate this device's
+measured fp32 matrix throughput allows for ViT-L/14 (~162 GFLOPs per 224 px tile), and the CPU model and
+its bf16 flags.
 
 memory: peak RSS of embedding every spot tile of a synthetic zarr slide of `side` x `side` px (and of a
 10,000 px one), each in a fresh process, against the naive official approach (load the whole image,
@@ -74,47 +81,148 @@ def full_architecture(device: str):
     )
 
 
+def cpu_description() -> dict:
+    """CPU model and the flags that decide bf16 speed (recorded with every timing)."""
+    from omiclip.models._encoder import cpu_has_native_bf16
+
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8")
+    return {"model": model, "flags": [f for f in wanted if f in flags], "native_bf16": cpu_has_native_bf16()}
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.min(np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
+
+
+def encode_on_gpu(encoder, tiles, batch_size: int) -> np.ndarray:
+    """Tiles read in a background thread, copied as uint8 from pinned memory, preprocessed and encoded on the GPU."""
+    import open_clip
+    import torch
+    import torch.nn.functional as F
+
+    from omiclip.models._encoder import prefetch
+
+    device, size = encoder.device, encoder.image_size
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD, device=device).view(1, 3, 1, 1)
+    pinned = ((indices, torch.from_numpy(np.stack(batch)).pin_memory()) for indices, batch in tiles.batches(batch_size))
+    out = np.empty((len(tiles), encoder.embed_dim), dtype=np.float32)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        for indices, batch in prefetch(pinned):
+            pixels = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 255
+            # square tiles: resizing the short side to `size` leaves nothing for the centre crop to cut
+            pixels = F.interpolate(pixels, size=(size, size), mode="bicubic", antialias=True).clamp_(0, 1)
+            features = encoder.model.encode_image((pixels - mean) / std, normalize=False)
+            out[indices] = F.normalize(features.float(), dim=-1).cpu().numpy()
+    return out
+
+
+def timed(function, *args, **kwargs):
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
 def throughput(args):
     import omiclip as oc
     from omiclip._anndata import working_copy
 
     sdata = oc.datasets.synthetic_tissue(seed=0)
-    n_spots = sdata.tables["table"].n_obs
-    rows = []
-    cases = [("omiclip-tiny", oc.models.load("omiclip-tiny", device=args.device), n_spots, "fp32")]
-    full = full_architecture(args.device)
-    cases.append(("coca_ViT-L-14 (full)", full, args.full_tiles, "fp32"))
-    if args.device.startswith("cuda"):
-        cases.append(("coca_ViT-L-14 (full)", full, args.full_tiles, "bf16"))
-    for name, encoder, n_tiles, precision in cases:
-        subset = working_copy(sdata, copy=True)
-        subset.tables["table"] = subset.tables["table"][:n_tiles].copy()
-        warm_up = working_copy(sdata, copy=True)
-        warm_up.tables["table"] = warm_up.tables["table"][:4].copy()
-        oc.tl.embed(warm_up, modality="image", model=encoder, batch_size=4, precision=precision, progress=False)
-        start = time.perf_counter()
+    table = sdata.tables["table"]
+    oc.pp.gene_sentences(sdata)
+
+    def subset(n):
+        part = working_copy(sdata, copy=True)
+        part.tables["table"] = part.tables["table"][:n].copy()
+        return part
+
+    def embed_images(encoder, n, precision):
+        part = subset(n)
         oc.tl.embed(
-            subset, modality="image", model=encoder, batch_size=args.batch_size, precision=precision, progress=False
+            part, modality="image", model=encoder, batch_size=args.batch_size, precision=precision, progress=False
         )
-        seconds = time.perf_counter() - start
+        return part.tables["table"].obsm["X_omiclip_image"]
+
+    rows, images, texts = [], {}, {}
+    tiny = oc.models.load("omiclip-tiny", device=args.device)
+    embed_images(tiny, 4, "fp32")  # warm-up
+    _, seconds = timed(embed_images, tiny, table.n_obs, "fp32")
+    rows.append({"model": "omiclip-tiny", "tower": "image", "precision": "fp32", "n": table.n_obs, "seconds": seconds})
+
+    full = full_architecture(args.device)
+    for precision in args.precisions:
+        embed_images(full, 2, precision)  # warm-up (and, for bf16 on CPU, the first weight cast)
+        images[precision], seconds = timed(embed_images, full, args.full_tiles, precision)
         rows.append(
             {
-                "model": name,
+                "model": "coca_ViT-L-14",
+                "tower": "image",
                 "precision": precision,
-                "tiles": n_tiles,
+                "n": args.full_tiles,
                 "seconds": seconds,
-                "tiles_per_s": n_tiles / seconds,
             }
         )
+    if args.device.startswith("cuda"):
+        tiles = oc.pp.tiles(subset(args.full_tiles))
+        encode_on_gpu(full, oc.pp.tiles(subset(args.batch_size)), args.batch_size)  # warm-up
+        images["bf16, GPU preprocessing"], seconds = timed(encode_on_gpu, full, tiles, args.batch_size)
+        rows.append(
+            {
+                "model": "coca_ViT-L-14",
+                "tower": "image",
+                "precision": "bf16, GPU preprocessing",
+                "n": len(tiles),
+                "seconds": seconds,
+            }
+        )
+    sentences = table.obs["gene_sentence"].tolist()[: args.text]
+    for precision in args.precisions:
+        full.encode_text(sentences[:2], precision=precision)  # warm-up
+        texts[precision], seconds = timed(
+            full.encode_text, sentences, precision=precision, batch_size=args.text_batch_size
+        )
+        rows.append(
+            {"model": "coca_ViT-L-14", "tower": "text", "precision": precision, "n": len(sentences), "seconds": seconds}
+        )
+
+    for row in rows:
+        row["per_s"] = row["n"] / row["seconds"]
+        made = (images if row["tower"] == "image" else texts) if row["model"] == "coca_ViT-L-14" else {}
+        if "fp32" in made and row["precision"] in made:
+            row["min_cosine_to_fp32"] = min_cosine(made["fp32"], made[row["precision"]])
+            fp32_rate = next(
+                r["n"] / r["seconds"]
+                for r in rows
+                if r["model"] == row["model"] and r["tower"] == row["tower"] and r["precision"] == "fp32"
+            )
+            row["speed_up_vs_fp32"] = row["per_s"] / fp32_rate
+
     gflops = matmul_gflops(args.device)
     limit = gflops / VIT_L14_GFLOPS_PER_TILE
-    print(f"device {args.device}; fp32 matmul {gflops:,.0f} GFLOP/s -> ViT-L/14 limit {limit:.2f} tiles/s")
-    print(f"{'model':<24}{'precision':<10}{'tiles':>7}{'seconds':>9}{'tiles/s':>10}")
+    cpu = cpu_description()
+    print(
+        f"CPU {cpu['model']} (flags: {' '.join(cpu['flags'])}; native bf16: {cpu['native_bf16']}); device {args.device}"
+    )
+    print(f"fp32 matmul {gflops:,.0f} GFLOP/s -> ViT-L/14 limit {limit:.2f} tiles/s")
+    print(f"{'model':<15}{'tower':<7}{'precision':<26}{'n':>6}{'seconds':>9}{'per s':>9}{'x fp32':>8}{'min cos':>9}")
     for r in rows:
-        print(f"{r['model']:<24}{r['precision']:<10}{r['tiles']:>7}{r['seconds']:>9.1f}{r['tiles_per_s']:>10.2f}")
-    full_rate = next(r["tiles_per_s"] for r in rows if r["model"].startswith("coca") and r["precision"] == "fp32")
-    print(f"full model at {100 * full_rate / limit:.0f}% of the matmul-bound limit")
-    return {"device": args.device, "matmul_gflops": gflops, "vit_l14_limit_tiles_per_s": limit, "rows": rows}
+        extra = f"{r['speed_up_vs_fp32']:>8.2f}{r['min_cosine_to_fp32']:>9.5f}" if "min_cosine_to_fp32" in r else ""
+        print(
+            f"{r['model']:<15}{r['tower']:<7}{r['precision']:<26}{r['n']:>6}{r['seconds']:>9.1f}{r['per_s']:>9.2f}{extra}"
+        )
+    full_rate = next(
+        r["per_s"] for r in rows if r["model"] == "coca_ViT-L-14" and r["tower"] == "image" and r["precision"] == "fp32"
+    )
+    print(f"full model fp32 at {100 * full_rate / limit:.0f}% of the fp32 matmul-bound limit")
+    return {
+        "device": args.device,
+        "cpu": cpu,
+        "matmul_gflops": gflops,
+        "vit_l14_limit_tiles_per_s": limit,
+        "rows": rows,
+    }
 
 
 def make_slide(path: Path, side: int) -> None:
@@ -238,6 +346,9 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--full-tiles", type=int, default=32)
+    parser.add_argument("--text", type=int, default=64, help="sentences for the text tower")
+    parser.add_argument("--text-batch-size", type=int, default=64)
+    parser.add_argument("--precisions", default="fp32,bf16", type=lambda text: text.split(","))
     parser.add_argument("--side", type=int, default=40_000)
     args = parser.parse_args()
     result = throughput(args) if args.mode == "throughput" else memory(args)

@@ -46,7 +46,7 @@ class TestTinyModel:
 
     def test_precision_and_device_errors(self, tiny):
         with pytest.raises(ValueError, match="autocast for CUDA"):
-            tiny.encode_text(SENTENCES, precision="bf16")
+            tiny.encode_text(SENTENCES, precision="fp16")
         with pytest.raises(ValueError, match="precision must be"):
             tiny.encode_text(SENTENCES, precision="int8")
         if not torch.cuda.is_available():

@@ -63,7 +63,7 @@ def test_dask_embedding_task_imports_only_what_it_needs():
     # what a Dask worker runs for `oc.tl.embed(..., client=)`: load the model, read windows from zarr, encode
     code = """
 import numpy as np, zarr
-from omiclip._core.distributed import WorkerModel, ZarrRegions, _embed_task
+from omiclip.tl._distributed import WorkerModel, ZarrRegions, _embed_task
 from omiclip._core.tiling import TileWindows
 image = zarr.zeros((3, 64, 64), dtype="uint8", chunks=(3, 32, 32))
 image[:] = np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)

@@ -5,11 +5,16 @@ looked up), so ``import omiclip`` and the command line's ``--help`` start withou
 squidpy, spatialdata or dask.
 """
 
-from importlib.metadata import version
-
 import lazy_loader
 
-__getattr__, __dir__, __all__ = lazy_loader.attach(
+_submodule, __dir__, __all__ = lazy_loader.attach(
     __name__, submodules=["datasets", "io", "metrics", "models", "pl", "pp", "tl"]
 )
-__version__ = version("omiclip")
+
+
+def __getattr__(name: str):
+    if name == "__version__":  # importlib.metadata costs more than the rest of `import omiclip`
+        from importlib.metadata import version
+
+        return version("omiclip")
+    return _submodule(name)

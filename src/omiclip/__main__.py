@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 
-from omiclip._anndata import table_name
 from omiclip._keys import ALIGNED_KEY, SENTENCE_KEY, embedding_key
 
 EPILOG = "Results are written back into the stores element by element; a failure leaves every stored element intact."
@@ -33,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omiclip", description="OmiCLIP / Loki for scverse.", epilog=EPILOG)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     embed = commands.add_parser("embed", help="embed a store's spots: gene sentences or H&E tiles", epilog=EPILOG)
@@ -62,6 +61,17 @@ def _parser() -> argparse.ArgumentParser:
     finetune.add_argument("--batch-size", type=int, default=64)
     finetune.add_argument("--lr", type=float, default=5e-6, help="official 5e-6 for the pretrained model")
     finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument(
+        "--precision",
+        choices=["amp", "fp32", "bf16"],
+        default="amp",
+        help="amp (official OpenCLIP --precision amp: fp16 autocast on CUDA, fp32 on CPU), fp32, or bf16 autocast",
+    )
+    finetune.add_argument(
+        "--keep-last-batch",
+        action="store_true",
+        help="also train each epoch's last partial batch (default: dropped, as OpenCLIP's loader)",
+    )
     finetune.set_defaults(run=_finetune)
 
     align = commands.add_parser(
@@ -107,10 +117,17 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
 
 
-def _version() -> str:
-    from importlib.metadata import version
+class _Version(argparse.Action):
+    """``--version``, with the version looked up only when asked (importlib.metadata is slow to import)."""
 
-    return version("omiclip")
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import version
+
+        print(f"{parser.prog} {version('omiclip')}")
+        parser.exit()
 
 
 def _read(path: str):
@@ -125,6 +142,7 @@ def _read(path: str):
 
 def _embed(args) -> int:
     import omiclip as oc
+    from omiclip._anndata import table_name  # here, not at the top: --help must not import anndata
     from omiclip.io import write_elements
 
     sdata = _read(args.store)
@@ -172,6 +190,8 @@ def _finetune(args) -> int:
         lr=args.lr,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
+        drop_last=not args.keep_last_batch,
         save=args.out,
         trust_checkpoint=args.trust_checkpoint,
     )
@@ -181,6 +201,7 @@ def _finetune(args) -> int:
 
 def _align(args) -> int:
     import omiclip as oc
+    from omiclip._anndata import table_name
     from omiclip.io import write_elements
 
     source, target = _read(args.source), _read(args.target)

@@ -2,7 +2,9 @@
 
 The caption decoder of CoCa is never run (the official fine-tunes set its loss weight to 0): the loss is
 the symmetric InfoNCE of open_clip's ``ClipLoss`` on the two towers' normalised features with the
-learnable temperature, optimised with AdamW and open_clip's cosine schedule with warm-up.
+learnable temperature, optimised with AdamW and open_clip's cosine schedule with warm-up. As OpenCLIP's
+loader, an epoch drops its last partial batch by default; mixed precision is autocast (fp16 with gradient
+scaling, as OpenCLIP's ``--precision amp`` on CUDA, or bf16) over fp32 weights and optimizer state.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class TrainingState:
     step: int = 0
     optimizer: dict | None = None
     history: list[float] = field(default_factory=list)
+    scaler: dict | None = None
 
 
 def trainable_parameters(model: torch.nn.Module, freeze: str | None) -> list[tuple[str, torch.nn.Parameter]]:
@@ -69,6 +72,8 @@ def train_contrastive(
     freeze: str | None,
     seed: int,
     device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    drop_last: bool = True,
     state: TrainingState | None = None,
     on_epoch_end: Callable[[TrainingState], None] | None = None,
     progress: bool = True,
@@ -76,7 +81,10 @@ def train_contrastive(
     """Train ``model`` in place for the epochs ``state.epoch .. epochs - 1``; returns the new state.
 
     Every epoch is seeded by ``(seed, epoch)`` (order and augmentations), so a resumed run repeats the
-    uninterrupted one.
+    uninterrupted one. ``autocast_dtype`` runs the forward pass under autocast on ``device`` (weights and
+    optimizer stay fp32); float16 also scales the loss against gradient underflow, as OpenCLIP's AMP does.
+    ``drop_last`` skips each epoch's last partial batch, as OpenCLIP's loader; otherwise it is trained when
+    it has at least 2 pairs.
     """
     from open_clip import ClipLoss
     from open_clip_train.scheduler import cosine_lr
@@ -88,8 +96,13 @@ def train_contrastive(
     optimizer = make_optimizer(named, lr=lr, weight_decay=weight_decay)
     if state.optimizer is not None:
         optimizer.load_state_dict(state.optimizer)
-    steps_per_epoch = math.ceil(len(tiles) / batch_size)
+    steps_per_epoch = len(tiles) // batch_size if drop_last else math.ceil(len(tiles) / batch_size)
+    batch_starts = range(0, steps_per_epoch * batch_size, batch_size)
     schedule = cosine_lr(optimizer, lr, warmup, steps_per_epoch * epochs)
+    autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+    if state.scaler is not None:
+        scaler.load_state_dict(state.scaler)
     loss_fn = ClipLoss()
     images = [Image.fromarray(np.ascontiguousarray(t)) for t in tiles]
 
@@ -103,19 +116,21 @@ def train_contrastive(
             random.seed(int(rng.integers(2**31)))  # open_clip's colour jitter draws from `random`
             order = rng.permutation(len(tiles))
             losses = []
-            for start in range(0, len(order), batch_size):
+            for start in batch_starts:
                 batch = order[start : start + batch_size]
                 if len(batch) < 2:  # a contrastive batch needs negatives
                     continue
                 schedule(state.step)
                 pixels = torch.stack([transform(images[i]) for i in batch]).to(device)
                 tokens = tokenizer([sentences[i] for i in batch]).to(device)
-                image_features = model.encode_image(pixels, normalize=True)
-                text_features = model.encode_text(tokens, normalize=True)
-                loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+                with autocast:
+                    image_features = model.encode_image(pixels, normalize=True)
+                    text_features = model.encode_text(tokens, normalize=True)
+                    loss = loss_fn(image_features, text_features, model.logit_scale.exp())
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 with torch.no_grad():
                     model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
                 losses.append(loss.item())
@@ -125,6 +140,7 @@ def train_contrastive(
             state.epoch = epoch + 1
             state.history.append(float(np.mean(losses)) if losses else float("nan"))
             state.optimizer = optimizer.state_dict()
+            state.scaler = scaler.state_dict() if scaler.is_enabled() else None
             if on_epoch_end is not None:
                 on_epoch_end(state)
     model.eval()

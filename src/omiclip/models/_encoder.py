@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -15,10 +16,19 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from omiclip import _logging as logg
+
 from . import _checkpoint
 
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "auto"]
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+# ViT-L/14 image tower, weights and inputs cast to bf16 vs fp32, same run, on a Xeon with AMX and AVX-512 BF16
+# (issue #16); on CPUs without native bf16 the cast is emulated and gains much less
+MEASURED_BF16_SPEED_UP = 3.8
+_CPU_FLAGS_FILE = Path("/proc/cpuinfo")
+_NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16", "bf16"})  # x86 AMX, x86 AVX-512, Arm (FEAT_BF16)
+_hinted_auto = False
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -124,6 +134,17 @@ class Encoder:
         self.model.to(self.device)
         return self
 
+    def resolve_precision(self, precision: Precision) -> Literal["fp32", "bf16", "fp16"]:
+        """The precision ``precision`` stands for on this encoder's device (``"auto"`` resolved).
+
+        ``"auto"``: bf16 on CUDA and on CPUs with native bf16 (AMX or AVX-512 BF16, read from the CPU flags),
+        else fp32.
+        """
+        check_precision(precision, self.device)
+        if precision != "auto":
+            return precision
+        return "bf16" if self.device.type == "cuda" or cpu_has_native_bf16() else "fp32"
+
     def genes_in_context(self, sentences: Iterable[str]) -> np.ndarray:
         """Number of whole genes of each sentence that fit in the tokenizer's context."""
         return genes_in_context(sentences, tokenizer=self.tokenizer)
@@ -145,7 +166,10 @@ class Encoder:
         batch_size
             Sentences per forward pass.
         precision
-            ``"fp32"`` (default), or ``"bf16"``/``"fp16"`` autocast on CUDA.
+            ``"fp32"`` (default, as the official code). ``"bf16"``: on CPU the text tower's weights and inputs
+            are cast to bfloat16 (a copy: the model stays fp32), on CUDA autocast. ``"fp16"``: autocast on
+            CUDA. ``"auto"``: bf16 on CUDA and on CPUs with native bf16, else fp32 (see
+            :meth:`resolve_precision`). Outputs are normalised in fp32 in every case.
         progress
             Show a progress bar.
 
@@ -162,7 +186,7 @@ class Encoder:
             (np.arange(i, min(i + batch_size, len(sentences))), self.tokenizer(sentences[i : i + batch_size]))
             for i in range(0, len(sentences), batch_size)
         )
-        return self._encode(batches, len(sentences), self.model.encode_text, precision, progress, "text")
+        return self._encode(batches, len(sentences), "text", precision, progress)
 
     def encode_images(
         self,
@@ -181,7 +205,7 @@ class Encoder:
         batch_size
             Tiles per forward pass.
         precision
-            ``"fp32"`` (default), or ``"bf16"``/``"fp16"`` autocast on CUDA.
+            As for :meth:`encode_text` (on CPU, ``"bf16"`` casts a copy of the image tower).
         progress
             Show a progress bar.
 
@@ -205,10 +229,15 @@ class Encoder:
     ) -> np.ndarray:
         """Embed ``(indices, uint8 tiles)`` batches, in any order, into an ``(n_items, embed_dim)`` array.
 
-        Tiles are read and preprocessed in a background thread while the model runs on the previous batch.
+        Tiles are read and preprocessed in a background thread while the model runs on the previous batch; for
+        a GPU they are put in pinned memory there, so the copy to the device overlaps the computation.
         """
-        prepared = ((indices, self.preprocess_tiles(tiles)) for indices, tiles in batches)
-        return self._encode(prefetch(prepared), n_items, self.model.encode_image, precision, progress, "image")
+        pin = self.device.type == "cuda"
+        prepared = (
+            (indices, self.preprocess_tiles(tiles).pin_memory() if pin else self.preprocess_tiles(tiles))
+            for indices, tiles in batches
+        )
+        return self._encode(prefetch(prepared), n_items, "image", precision, progress)
 
     def preprocess_tiles(self, tiles: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
         """Apply the model's eval transform to RGB ``uint8`` tiles; returns ``(n, 3, size, size)``."""
@@ -224,8 +253,8 @@ class Encoder:
             tensors.append(self.preprocess(Image.fromarray(tile)))
         return torch.stack(tensors)
 
-    def _encode(self, batches, n_items, forward, precision, progress, what) -> np.ndarray:
-        autocast = self._autocast(precision)
+    def _encode(self, batches, n_items, what, precision, progress) -> np.ndarray:
+        forward, input_dtype = self._forward(what, self.resolve_precision(precision))
         out = np.empty((n_items, self.embed_dim), dtype=np.float32)
         filled = np.zeros(n_items, dtype=bool)
         with (
@@ -234,8 +263,8 @@ class Encoder:
             tqdm(total=n_items, desc=f"{self.name} {what}", disable=not progress) as bar,
         ):
             for indices, batch in batches:
-                with autocast:
-                    features = forward(batch.to(self.device, non_blocking=True), normalize=False)
+                batch = batch.to(self.device, non_blocking=True)
+                features = forward(batch.to(input_dtype) if batch.is_floating_point() else batch)
                 # normalise in fp32: half-precision norms are not unit to float32 tolerance
                 out[indices] = F.normalize(features.float(), dim=-1).cpu().numpy()
                 filled[indices] = True
@@ -244,19 +273,84 @@ class Encoder:
             raise ValueError(f"{int((~filled).sum())} of {n_items} items were never produced by the batches.")
         return out
 
-    def _autocast(self, precision: Precision):
-        check_precision(precision, self.device)
+    def _forward(self, what: Literal["text", "image"], precision: str) -> tuple[Callable, torch.dtype]:
+        """The unnormalised encoder of ``what`` at ``precision``, and the dtype its floating inputs need."""
+        method = TowerEncoder(self.model, what)
         if precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=_AUTOCAST_DTYPES[precision])
+            self._hint_auto()
+            return method, torch.float32
+        if self.device.type == "cuda":  # autocast: fast on GPUs, and the weights stay fp32
+            autocast = torch.autocast("cuda", dtype=_AUTOCAST_DTYPES[precision])
+            return autocast(method), torch.float32
+        # CPU bf16: the tower's weights cast to bfloat16 (a copy, so the model stays fp32). Autocast on CPU
+        # re-casts every weight at every call, and was measured 4x slower than fp32.
+        weights = {
+            name: tensor.to(torch.bfloat16)
+            for name, tensor in [*method.named_parameters(), *method.named_buffers()]
+            if name.startswith(f"model.{method.tower}.") and tensor.is_floating_point()
+        }
+        return functools.partial(torch.func.functional_call, method, weights), torch.bfloat16
+
+    def _hint_auto(self) -> None:
+        global _hinted_auto
+        if self.architecture == "coca_ViT-L-14" and self.device.type == "cpu" and not _hinted_auto:
+            if cpu_has_native_bf16():
+                _hinted_auto = True
+                logg.info(
+                    f"this CPU has native bf16: precision='auto' (or 'bf16') encodes ~{MEASURED_BF16_SPEED_UP}x "
+                    "faster than the official fp32, with embeddings of cosine > 0.999 to fp32"
+                )
+
+
+class TowerEncoder(torch.nn.Module):
+    """``model.encode_text`` or ``model.encode_image`` (unnormalised) as a module's forward.
+
+    ``torch.func.functional_call`` swaps weights for a module's forward only: this makes the tower's
+    encoder that forward.
+    """
+
+    def __init__(self, model: torch.nn.Module, what: Literal["text", "image"]):
+        super().__init__()
+        self.model = model
+        self.what = what
+        self.tower = "text" if what == "text" else "visual"
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Features of ``batch`` (tokens or pixels), not normalised."""
+        encode = self.model.encode_text if self.what == "text" else self.model.encode_image
+        return encode(batch, normalize=False)
 
 
 def check_precision(precision: str, device: torch.device | None = None) -> None:
-    """Refuse an unknown ``precision``, and half precision on a ``device`` other than CUDA (when known)."""
-    if precision != "fp32" and precision not in _AUTOCAST_DTYPES:
-        raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {precision!r}.")
-    if precision != "fp32" and device is not None and device.type != "cuda":
-        raise ValueError(f"precision={precision!r} is autocast for CUDA; on {device.type} use 'fp32'.")
+    """Refuse an unknown ``precision``, and one that ``device`` (when known) cannot run."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}; got {precision!r}.")
+    if device is None or device.type == "cuda" or precision in ("fp32", "auto"):
+        return
+    if precision == "fp16" or device.type != "cpu":
+        raise ValueError(
+            f"precision={precision!r} is not available on {device.type}: 'fp16' is autocast for CUDA, 'bf16' runs "
+            "on CUDA and CPU. Use 'fp32', or 'auto'."
+        )
+
+
+@functools.cache
+def cpu_has_native_bf16(flags_file: str | Path = _CPU_FLAGS_FILE) -> bool:
+    """Whether the CPU computes bfloat16 natively (AMX-BF16 or AVX-512 BF16 on x86, FEAT_BF16 on Arm).
+
+    Read from the CPU flags the kernel reports (``/proc/cpuinfo``: ``amx_bf16``, ``avx512_bf16``, ``bf16``);
+    without that file, from torch's own x86 checks. Without native bf16, torch emulates it and gains little.
+    """
+    try:
+        text = Path(flags_file).read_text()
+    except OSError:
+        checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch's x86 checks (cpuinfo library)
+        return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features") and _NATIVE_BF16_FLAGS & set(value.split()):
+            return True
+    return False
 
 
 def prefetch(iterable: Iterable, depth: int = 2) -> Iterator:

@@ -71,7 +71,9 @@ def embed(
         Where to run; ``None`` picks CUDA when present. An :class:`~omiclip.models.Encoder` is moved there.
         With ``client``: the device on each worker (``None``: CUDA where the worker has it).
     precision
-        ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast on CUDA.
+        ``"fp32"`` (official); ``"bf16"``: bfloat16 weights and inputs on CPU, autocast on CUDA; ``"fp16"``:
+        autocast on CUDA; ``"auto"``: bf16 on CUDA and on CPUs with native bf16 (AMX/AVX-512 BF16), else
+        fp32 (see :meth:`omiclip.models.Encoder.encode_text`). With ``client``, each worker resolves ``"auto"``.
     key_added
         ``.obsm`` key; default ``X_omiclip_{modality}``.
     {table_key}
@@ -91,7 +93,8 @@ def embed(
     ``.obsm["X_omiclip_text"]`` or ``.obsm["X_omiclip_image"]``
         ``float32`` embeddings ``(n_obs, embed_dim)`` with unit L2 norm.
     ``.uns["omiclip"]["embed"][key_added]``
-        Model name, checkpoint path and SHA-256, parameters; for text ``n_genes_in_context`` per
+        Model name, checkpoint path and SHA-256, parameters (``precision_used``: what ``precision`` resolved
+        to, without ``client``); for text ``n_genes_in_context`` per
         observation, for images the tile size, resolution and number of padded tiles.
     """
     check_choice("modality", modality, ("text", "image"))
@@ -165,7 +168,13 @@ def embed(
     data = working_copy(data, copy)
     adata = get_table(data, table_key)
     adata.obsm[key] = embeddings
-    record(adata, "embed", key, {"modality": modality, "key_added": key, **facts, "precision": precision, **details})
+    used = {"precision_used": encoder.resolve_precision(precision)} if client is None else {}
+    record(
+        adata,
+        "embed",
+        key,
+        {"modality": modality, "key_added": key, **facts, "precision": precision, **used, **details},
+    )
     logg.finished(start, [(key, f"{modality} embeddings (obsm)")])
     return data if copy else None
 

@@ -34,6 +34,14 @@ _OFFICIAL_AUGMENTATION = {
     "gray_scale_prob": 0.0,
 }
 
+# autocast dtype per device type (absent: fp32). OpenCLIP's `--precision amp` is CUDA autocast (fp16, with a
+# GradScaler); on CPU it does nothing, so the official CPU run is fp32.
+_TRAINING_PRECISIONS = {
+    "amp": {"cuda": torch.float16},
+    "fp32": {},
+    "bf16": {"cuda": torch.bfloat16, "cpu": torch.bfloat16},
+}
+
 
 @doc_params
 def finetune(
@@ -55,6 +63,8 @@ def finetune(
     augment: bool = True,
     seed: int = 0,
     device: str | torch.device | None = None,
+    precision: Literal["amp", "fp32", "bf16"] = "amp",
+    drop_last: bool = True,
     save: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
     trust_checkpoint: bool = False,
@@ -65,7 +75,8 @@ def finetune(
     The loss is the symmetric contrastive loss of the paper's equation (1) with open_clip's learnable
     temperature; the caption loss is off, as in every official fine-tune. Defaults follow the official
     runs: AdamW (weight decay 0.1), lr 5e-6 with a 10-step warm-up and cosine decay, batch 64, 10 epochs,
-    random resized crops (scale 0.9–1) and colour jitter. A model trained from scratch (``omiclip-tiny``)
+    random resized crops (scale 0.9–1) and colour jitter, the last partial batch of each epoch dropped and
+    OpenCLIP's ``--precision amp`` (fp16 autocast with loss scaling on CUDA; fp32 on CPU). A model trained from scratch (``omiclip-tiny``)
     needs a much larger learning rate (~5e-4).
 
     Parameters
@@ -99,6 +110,14 @@ def finetune(
         Seed of the pair order and augmentations: the same seed gives the same model.
     device
         Where to train; ``None`` picks CUDA when present.
+    precision
+        ``"amp"`` (official, OpenCLIP's ``--precision amp``): fp16 autocast with gradient scaling on CUDA;
+        on CPU OpenCLIP's AMP is a no-op, so fp32. ``"fp32"``: fp32 everywhere. ``"bf16"``: bf16 autocast
+        (CUDA or CPU; on CPU only faster where the CPU has native bf16, see ``docs/benchmarks.md``). Weights and
+        optimizer state stay fp32 in every case.
+    drop_last
+        Drop each epoch's last partial batch, as OpenCLIP's loader does (official); ``False`` trains it too
+        (when it has at least 2 pairs).
     save
         Write a checkpoint (OpenCLIP layout plus optimizer state) after every epoch; readable by
         :func:`omiclip.models.load` and by ``resume``.
@@ -125,6 +144,7 @@ def finetune(
     check_number("lr", lr, min=0, min_inclusive=False)
     check_number("weight_decay", weight_decay, min=0)
     check_int("warmup", warmup, min=0)
+    check_choice("precision", precision, tuple(_TRAINING_PRECISIONS))
     if save is not None:
         check_writable(save)
     pairs_tiles, pairs_sentences = [], []
@@ -140,6 +160,11 @@ def finetune(
         pairs_sentences.extend(table.obs[sentence_key].astype(str).tolist())
     if len(pairs_tiles) < 2:
         raise ValueError(f"Fine-tuning needs at least 2 pairs, got {len(pairs_tiles)}.")
+    if drop_last and len(pairs_tiles) < batch_size:
+        raise ValueError(
+            f"Only {len(pairs_tiles)} pairs for `batch_size`={batch_size}: with `drop_last=True` (OpenCLIP's loader) "
+            "no full batch is left to train on. Lower `batch_size`, or pass `drop_last=False`."
+        )
 
     # a loaded Encoder stays where it is (device=None); a name is loaded on the CPU, then copied over
     base = resolve_encoder(
@@ -152,6 +177,7 @@ def finetune(
     encoder.device = resolve_device(device)
     state = _resume(resume, encoder, trust_checkpoint=trust_checkpoint) if resume is not None else TrainingState()
 
+    autocast_dtype = _TRAINING_PRECISIONS[precision].get(encoder.device.type)
     transform = _train_transform(encoder) if augment else encoder.preprocess
     params = {
         "model": encoder.name,
@@ -163,6 +189,11 @@ def finetune(
         "freeze": freeze or "none",
         "augment": augment,
         "seed": seed,
+        "precision": precision,
+        "precision_used": "fp32"
+        if autocast_dtype is None
+        else f"{str(autocast_dtype).removeprefix('torch.')} autocast",
+        "drop_last": drop_last,
         "n_pairs": len(pairs_tiles),
     }
 
@@ -176,6 +207,7 @@ def finetune(
                 step=current.step,
                 history=list(current.history),
                 optimizer=current.optimizer,
+                scaler=current.scaler,
                 params=params,
             )
 
@@ -194,6 +226,8 @@ def finetune(
         freeze=freeze,
         seed=seed,
         device=encoder.device,
+        autocast_dtype=autocast_dtype,
+        drop_last=drop_last,
         state=state,
         on_epoch_end=write_checkpoint,
         progress=progress,
@@ -232,4 +266,10 @@ def _resume(path, encoder: Encoder, *, trust_checkpoint: bool) -> TrainingState:
     state = state_dict_of(content)
     check_finite(state, path=path)
     encoder.model.load_state_dict(state)
-    return TrainingState(epoch=meta["epoch"], step=meta["step"], optimizer=meta["optimizer"], history=meta["history"])
+    return TrainingState(
+        epoch=meta["epoch"],
+        step=meta["step"],
+        optimizer=meta["optimizer"],
+        history=meta["history"],
+        scaler=meta.get("scaler"),
+    )
