@@ -176,6 +176,8 @@ def align(
             f"Need max_iter >= 1, refine_iter >= 0 and max_points >= 3; got {max_iter}, {refine_iter}, {max_points}."
         )
     _check_choice("dtype", dtype, ("float64", "float32"))
+    if max_iter is None and tol <= 0 and rtol is None:
+        raise ValueError("With `max_iter=None` the iterations stop on `tol` or `rtol`: give `tol > 0` or an `rtol`.")
     source_scale = _unit_ratio(source_table, target_table)
     solver = {
         "n_landmarks": n_landmarks,
