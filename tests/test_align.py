@@ -330,6 +330,8 @@ def test_default_is_the_official_solver_and_switches_past_the_exact_kernel_limit
         "exact", "all", "none", 1e-9, "float64"
     )  # fmt: skip
     assert (exact["scaling"], exact["center"]) == ("each", False)
+    with pytest.raises(ValueError, match="give `tol > 0` or an `rtol`"):
+        oc.tl.align(source, target, use_rep="X_pca", tol=0, progress=False)
     monkeypatch.setattr("omiclip.tl._align._EXACT_KERNEL_MAX_POINTS", source.n_obs - 1)
     with pytest.warns(UserWarning, match=f"{source.n_obs:,} spots: the exact motion kernel"):
         scaled = oc.tl.align(source, target, use_rep="X_pca", max_iter=50, progress=False, copy=True)

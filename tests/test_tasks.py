@@ -149,16 +149,27 @@ class TestAnnotate:
         np.testing.assert_allclose(scores.to_numpy(), adata.obsm["X_omiclip_image"] @ np.eye(2), atol=1e-6)
         # a second model that strongly prefers "immune" everywhere flips the undecided third observation
         other = pd.DataFrame({"immune": [0.0, 1.0, 1.0], "tumor": [1.0, 0.0, 0.0]})
-        oc.tl.annotate(adata, references, other_scores=other, temperature=0.1)
+        oc.tl.annotate(adata, references, other_scores=other, class_temperature=0.1)
         assert adata.obs["omiclip_annotation"].tolist() == ["tumor", "immune", "immune"]
         np.testing.assert_allclose(adata.obsm["omiclip_annotation_scores"].sum(axis=1), 1, rtol=1e-6)
+
+    def test_temperature_is_the_official_softmax_over_observations(self, adata):
+        """annotate_with_bulk(tensor=True): softmax over all spots of cos / (sqrt(768) T), by hand for dim 2."""
+        references = pd.DataFrame([[1.0, 0.0], [0.0, 2.0]], index=["tumor", "immune"])
+        oc.tl.annotate(adata, references, temperature=0.5)
+        cosine = adata.obsm["X_omiclip_image"] @ np.eye(2)
+        expected = np.exp(cosine / (np.sqrt(2) * 0.5))
+        expected /= expected.sum(axis=0)  # each reference's heat map sums to 1 over the observations
+        np.testing.assert_allclose(adata.obsm["omiclip_annotation_scores"].to_numpy(), expected, rtol=1e-6)
+        with pytest.raises(ValueError, match="not both"):
+            oc.tl.annotate(adata, references, temperature=1.0, class_temperature=1.0)
 
     def test_other_scores_rows_are_matched_by_name(self, adata):
         references = pd.DataFrame([[1.0, 0.0], [0.0, 2.0]], index=["tumor", "immune"])
         adata.obs_names = ["a", "b", "c"]
         other = pd.DataFrame({"tumor": [0.0, 1.0, 0.0], "immune": [1.0, 0.0, 1.0]}, index=["a", "b", "c"])
-        oc.tl.annotate(adata, references, other_scores=other, temperature=0.1, key_added="by_name")
-        oc.tl.annotate(adata, references, other_scores=other.iloc[::-1], temperature=0.1, key_added="reversed")
+        oc.tl.annotate(adata, references, other_scores=other, class_temperature=0.1, key_added="by_name")
+        oc.tl.annotate(adata, references, other_scores=other.iloc[::-1], class_temperature=0.1, key_added="reversed")
         np.testing.assert_allclose(adata.obsm["by_name_scores"], adata.obsm["reversed_scores"])
         with pytest.raises(KeyError, match="no row for 1 observations"):
             oc.tl.annotate(adata, references, other_scores=other.iloc[:2])
@@ -170,11 +181,13 @@ class TestAnnotate:
 
     def test_marker_lists(self, adata, tiny):
         adata.obsm["X_omiclip_image"] = tiny.encode_text(["EPCAM KRT8", "CD3D", "EPCAM"])  # stand-in embeddings
-        with pytest.warns(UserWarning, match="dropping 1 genes not in the data"):
-            oc.tl.annotate(adata, {"tumor": ["EPCAM", "KRT8", "NOTAGENE"], "T cell": ["CD3D"]}, model=tiny)
+        # the sentence is the marker list as given (official), also with genes the table does not have
+        oc.tl.annotate(adata, {"tumor": ["EPCAM", "KRT8", "NOTAGENE"], "T cell": ["CD3D"]}, model=tiny)
+        expected = adata.obsm["X_omiclip_image"] @ tiny.encode_text(["EPCAM KRT8 NOTAGENE", "CD3D"]).T
+        np.testing.assert_allclose(adata.obsm["omiclip_annotation_scores"].to_numpy(), expected, atol=1e-5)
         assert adata.obs["omiclip_annotation"].tolist()[:2] == ["tumor", "T cell"]
-        with pytest.raises(ValueError, match="no marker gene left"):
-            oc.tl.annotate(adata, {"tumor": ["NOTAGENE"]}, model=tiny)
+        with pytest.raises(ValueError, match="has no marker gene"):
+            oc.tl.annotate(adata, {"tumor": []}, model=tiny)
         with pytest.raises(ValueError, match="pass `model=`"):
             oc.tl.annotate(adata, {"tumor": ["EPCAM"]})
 

@@ -99,8 +99,8 @@ print(
 #
 # Any expression profile can be a reference: here one pseudo-bulk sample per class, the summed counts of section
 # 0's spots of that class (in practice, e.g. GTEx or TCGA samples of the tissue types). `oc.tl.annotate` turns
-# each sample into a gene sentence and embeds it. `temperature=` reports a softmax over the classes instead of raw
-# similarities.
+# each sample into a gene sentence and embeds it. `class_temperature=` reports a softmax over the classes instead of
+# raw similarities (`temperature=` is the official bulk heat map: for each sample, a softmax over all observations).
 
 # %%
 spots = train.tables["table"]
@@ -110,7 +110,7 @@ bulk = ad.AnnData(
     obs=pd.DataFrame(index=list(markers)),
     var=pd.DataFrame(index=spots.var_names),
 )
-oc.tl.annotate(test, bulk, model=model, temperature=0.05, key_added="bulk_annotation")
+oc.tl.annotate(test, bulk, model=model, class_temperature=0.05, key_added="bulk_annotation")
 report(table.obs["bulk_annotation"])
 
 # %% [markdown]

@@ -341,6 +341,8 @@ def _align_tables(
     check_int("refine_iter", refine_iter, min=0)
     check_optional_int("max_points", max_points, min=3)
     check_choice("dtype", dtype, ("float64", "float32"))
+    if max_iter is None and tol <= 0 and rtol is None:
+        raise ValueError("With `max_iter=None` the iterations stop on `tol` or `rtol`: give `tol > 0` or an `rtol`.")
     source_scale = _unit_ratio(source, target)
     solver = {
         "n_landmarks": n_landmarks,

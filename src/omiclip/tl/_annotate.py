@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -29,6 +28,7 @@ def annotate(
     model: str | os.PathLike | Encoder | None = None,
     use_rep: str = "X_omiclip_image",
     temperature: float | None = None,
+    class_temperature: float | None = None,
     other_scores: pd.DataFrame | np.ndarray | None = None,
     key_added: str = ANNOTATION_KEY,
     table_key: str | None = None,
@@ -37,10 +37,16 @@ def annotate(
     """Label observations by their most similar reference: marker genes, bulk RNA-seq or embeddings (Loki Annotate).
 
     Scores are cosine similarities between each observation's embedding (``use_rep``: image tiles by
-    default, spot or grid tiles alike) and each reference's embedding; the label is the row-wise argmax.
-    This one definition replaces the official code's two inconsistent ones. Marker lists become one gene
-    sentence per class; bulk samples become sentences as spots do (:func:`omiclip.pp.gene_sentences`);
-    both are embedded with ``model``'s text encoder.
+    default, spot or grid tiles alike) and each reference's embedding; the label is the row-wise argmax of the
+    reported scores. Marker lists become one gene sentence per class, the markers as given, in their order
+    (official); bulk samples become sentences as spots do (:func:`omiclip.pp.gene_sentences`); both are
+    embedded with ``model``'s text encoder.
+
+    Relation to the official code: ``annotate_with_marker_genes`` is the default (dot products of unit
+    embeddings, argmax per observation; the official argmax runs over the flattened matrix, which is only right
+    for one image). ``annotate_with_bulk(..., tensor=True)`` is ``temperature``: for each reference, a softmax
+    over all observations. Its ``tensor=False`` branch (a softmax without temperature, then min–max scaled) is not
+    reproduced: it ranks the observations as the raw scores do.
 
     ``other_scores`` fuses a second vision–language model (the paper's PLIP combination, eq. 8–11): each
     model's scores are min–max normalised per observation and summed.
@@ -57,7 +63,12 @@ def annotate(
     use_rep
         Embedding of the observations in ``.obsm``.
     temperature
-        Report ``softmax(score / temperature)`` across classes instead of the scores.
+        Official meaning (``annotate_with_bulk(tensor=True)`` with its default ``normalize=True``): report, for each
+        reference, ``softmax(score / (sqrt(dim) * temperature))`` over all observations, a heat map that sums to 1
+        over the observations (so its values depend on how many there are). ``None``: the scores.
+    class_temperature
+        Report ``softmax(score / class_temperature)`` across the references of each observation instead (not in
+        the official code; the scores of each observation sum to 1).
     other_scores
         Another model's scores, observations × classes in the same class order. DataFrame columns are matched
         to classes by name, and rows to observations by name when the index holds observation names.
@@ -80,10 +91,13 @@ def annotate(
     table = get_table(data, table_key)
     check_not_empty(table)
     embedding = get_rep(table, use_rep)
-    classes, class_embeddings = _reference_embeddings(references, model, table)
+    classes, class_embeddings = _reference_embeddings(references, model)
     check_same_dim(embedding, class_embeddings, use_rep, "the references")
-    if temperature is not None:
-        check_number("temperature", temperature, min=0, min_inclusive=False)
+    for name, value in (("temperature", temperature), ("class_temperature", class_temperature)):
+        if value is not None:
+            check_number(name, value, min=0, min_inclusive=False)
+    if temperature is not None and class_temperature is not None:
+        raise ValueError("Give `temperature` (softmax over observations) or `class_temperature`, not both.")
     claim(table, [("obs", key_added), ("obsm", scores_key(key_added))], reads=[("obsm", use_rep)])
     other = None if other_scores is None else _aligned(other_scores, classes, table.obs_names)
 
@@ -92,8 +106,9 @@ def annotate(
     if other is not None:
         scores = _min_max_rows(scores) + _min_max_rows(other)
     if temperature is not None:
-        shifted = np.exp((scores - scores.max(axis=1, keepdims=True)) / temperature)
-        scores = shifted / shifted.sum(axis=1, keepdims=True)
+        scores = _softmax(scores / (np.sqrt(embedding.shape[1]) * temperature), axis=0)
+    elif class_temperature is not None:
+        scores = _softmax(scores / class_temperature, axis=1)
 
     data = working_copy(data, copy)
     table = get_table(data, table_key)
@@ -107,6 +122,7 @@ def annotate(
             "use_rep": use_rep,
             "classes": np.asarray(classes, dtype=str),
             "temperature": temperature if temperature is not None else "none",
+            "class_temperature": class_temperature if class_temperature is not None else "none",
             "fused": other_scores is not None,
             "key_added": key_added,
         },
@@ -115,7 +131,7 @@ def annotate(
     return data if copy else None
 
 
-def _reference_embeddings(references, model, table: AnnData) -> tuple[list[str], np.ndarray]:
+def _reference_embeddings(references, model) -> tuple[list[str], np.ndarray]:
     """Class names and unit-norm embeddings of the references."""
     if isinstance(references, pd.DataFrame):
         classes, vectors = [str(c) for c in references.index], references.to_numpy(dtype=np.float32)
@@ -127,7 +143,7 @@ def _reference_embeddings(references, model, table: AnnData) -> tuple[list[str],
             classes = [str(c) for c in references]
             vectors = np.stack([np.asarray(v, dtype=np.float32) for v in references.values()])
         else:
-            classes, sentences = _marker_sentences(references, table)
+            classes, sentences = _marker_sentences(references)
             vectors = _encoder(model).encode_text(sentences)
     else:
         raise TypeError("`references` must be marker lists, a bulk AnnData or embeddings, and not empty.")
@@ -141,24 +157,18 @@ def _reference_embeddings(references, model, table: AnnData) -> tuple[list[str],
     return classes, (vectors / norms).astype(np.float32)
 
 
-def _marker_sentences(markers: Mapping[str, Sequence[str]], table: AnnData) -> tuple[list[str], list[str]]:
-    """One sentence per class; genes unknown to the data are dropped with a warning."""
-    known = set(table.var_names) if table.n_vars else None
+def _marker_sentences(markers: Mapping[str, Sequence[str]]) -> tuple[list[str], list[str]]:
+    """One sentence per class: its markers as given, joined by spaces (official).
+
+    The text need not name genes of the data, which may be images only.
+    """
     classes, sentences = [], []
     for name, genes in markers.items():
-        genes = [genes] if isinstance(genes, str) else list(genes)
-        kept = [g for g in genes if known is None or g in known]
-        if len(kept) < len(genes):
-            dropped = [g for g in genes if g not in kept]
-            warnings.warn(
-                f"Class {name!r}: dropping {len(dropped)} genes not in the data: {dropped[:5]}",
-                UserWarning,
-                stacklevel=4,
-            )
-        if not kept:
-            raise ValueError(f"Class {name!r} has no marker gene left (none is in the data's var_names).")
+        genes = [genes] if isinstance(genes, str) else [str(g) for g in genes]
+        if not genes:
+            raise ValueError(f"Class {name!r} has no marker gene.")
         classes.append(str(name))
-        sentences.append(" ".join(kept))
+        sentences.append(" ".join(genes))
     return classes, sentences
 
 
@@ -197,6 +207,11 @@ def _aligned(other, classes: list[str], obs_names: pd.Index) -> np.ndarray:
     if not np.isfinite(other).all():
         raise ValueError(f"`other_scores` has {int((~np.isfinite(other)).any(axis=1).sum())} rows with NaN/inf.")
     return other
+
+
+def _softmax(values: np.ndarray, axis: int) -> np.ndarray:
+    shifted = np.exp(values - values.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
 
 
 def _min_max_rows(scores: np.ndarray) -> np.ndarray:

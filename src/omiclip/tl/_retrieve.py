@@ -21,7 +21,7 @@ def retrieve(
     query: AnnData | SpatialData,
     reference: AnnData | SpatialData,
     *,
-    k: int = 50,
+    k: int = 3,
     use_rep: str = "X_omiclip_image",
     reference_rep: str = "X_omiclip_text",
     method: Literal["exact", "approximate"] = "exact",
@@ -46,7 +46,7 @@ def retrieve(
     reference
         AnnData or SpatialData with ``reference_rep``.
     k
-        Number of references per query, best first.
+        Number of references per query, best first (official ``retrieve_st_by_image``: 3).
     use_rep
         Query embedding in ``.obsm``.
     reference_rep
