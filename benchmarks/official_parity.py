@@ -100,7 +100,7 @@ def align(loki, her2st: Path) -> dict:
     for table, microns in units.items():
         table.uns["microns_per_unit"] = microns
     converted = oc.tl.align(source, target, use_rep="X_pca", progress=False, device="cpu", copy=True)
-    params = ours.uns["omiclip"]["align"]
+    params = ours.uns["omiclip"]["align"]["spatial_aligned"]
     note = (
         f"{source.n_obs}→{target.n_obs} spots, {params['iterations']} iterations, extent {np.ptp(target_xy):.0f} px; "
         f"with the units converted: rigid differs by {np.abs(converted.obsm['spatial_aligned'] - rigid_xy).max():.2f} px"

@@ -18,7 +18,7 @@ def _run(section, tiny, path, **options):
     run = {"model": tiny, "epochs": 2, "lr": 1e-4, "warmup": 1, "seed": 3, "progress": False, "save": path}
     tuned = oc.tl.finetune(section, **{**run, **options})
     meta = torch.load(path, weights_only=True, map_location="cpu")["omiclip"]
-    return tuned, meta, section.tables["table"].uns["omiclip"]["finetune"]
+    return tuned, meta, section.tables["table"].uns["omiclip"]["finetune"][tiny.name]
 
 
 def test_last_partial_batch_is_dropped_by_default(small_section, tiny, tmp_path):

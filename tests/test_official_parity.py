@@ -164,7 +164,7 @@ def test_align_defaults_are_the_official_align_tissue(sections):
         source.obsm["X_omiclip_text"].astype(np.float64),
     )
     result = oc.tl.align(source, target, progress=False, device="cpu", copy=True)
-    params = result.uns["omiclip"]["align"]
+    params = result.uns["omiclip"]["align"]["spatial_aligned"]
     assert params["iterations"] == iterations and params["converged"]
     np.testing.assert_allclose(result.obsm["spatial_aligned_nonrigid"], cpd_xy, atol=1e-6 * np.ptp(cpd_xy))
     np.testing.assert_allclose(result.obsm["spatial_aligned"], rigid_xy, atol=1e-6 * np.ptp(rigid_xy))
