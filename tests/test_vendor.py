@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 from anndata import AnnData
@@ -102,3 +103,110 @@ def test_cytassist_mtx_assembled_with_scanpy(tiny):
     adata = adata[::20].copy()  # ~150 spots keep the test fast; the layout is what matters
     with pytest.warns(UserWarning, match="coarser"):  # lowres only: tiles are upsampled, and it says so
         _chain(adata, tiny)
+
+
+# --- whole-slide tiles from the peers: sopa's patches and LazySlide's tiles, made by the tools themselves ---
+
+SLIDE_MPP = 0.5
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory):
+    """A small tiled TIFF at 0.5 µm/px (a textured pink disc on glass), and its pixels."""
+    tifffile = pytest.importorskip("tifffile")
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:1536, 0:1536]
+    pixels = np.full((1536, 1536, 3), 240, np.uint8)
+    disc = (y - 768) ** 2 + (x - 800) ** 2 < 600**2
+    texture = rng.integers(0, 60, (1536, 1536, 1))
+    pixels[disc] = (np.array([200, 100, 180]) - texture)[disc].astype(np.uint8)
+    path = tmp_path_factory.mktemp("slide") / "slide.tif"
+    per_cm = 1e4 / SLIDE_MPP
+    tifffile.imwrite(path, pixels, tile=(256, 256), photometric="rgb", resolution=(per_cm, per_cm), resolutionunit=3)
+    return path, pixels
+
+
+def _cut(pixels, x0, y0, side):
+    return pixels[int(y0) : int(y0) + int(side), int(x0) : int(x0) + int(side)]
+
+
+def test_sopa_patches_embed_as_sopa_cut_them(slide, tiny):
+    sopa = pytest.importorskip("sopa", reason="sopa is in the test extra")
+    pytest.importorskip("openslide", reason="sopa reads slides with openslide")
+    import geopandas as gpd
+    import torch
+    from shapely.geometry import Point
+    from spatialdata.models import ShapesModel
+
+    path, pixels = slide
+
+    class Mean(torch.nn.Module):
+        def forward(self, batch):
+            return batch.mean(dim=(2, 3))
+
+    sdata = sopa.io.wsi(path, backend="openslide")
+    sdata["region_of_interest"] = ShapesModel.parse(gpd.GeoDataFrame(geometry=[Point(800, 768).buffer(500)]))
+    key = sopa.patches.compute_embeddings(sdata, Mean(), patch_width=224, roi_key="region_of_interest")
+    patches = sdata["embeddings_patches"]
+    bounds = np.array(patches["bboxes"].to_list())
+    clipped = ~np.isclose(patches.geometry.area, 224**2)
+    assert clipped.sum() > 5  # patches that sopa clipped to the outline: their centroid is not their centre
+
+    tiles = oc.pp.tiles(sdata, table_key=key, um_per_px=None)  # no scale, tile size or resolution by hand
+    assert tiles.params["tile_size_um"] == pytest.approx(224 * SLIDE_MPP)
+    cut = tiles.to_array()
+    inside = (bounds[:, 2] <= pixels.shape[1]) & (bounds[:, 3] <= pixels.shape[0])  # sopa pads the rest black
+    for i in np.flatnonzero(inside):
+        np.testing.assert_array_equal(cut[i], _cut(pixels, bounds[i, 0], bounds[i, 1], 224))
+    oc.tl.embed(sdata, modality="image", model=tiny, table_key=key, progress=False)
+    assert sdata.tables[key].obsm["X_omiclip_image"].shape == (len(patches), 128)
+
+
+def test_lazyslide_tiles_embed_as_lazyslide_cut_them(slide, tiny):
+    zs = pytest.importorskip("lazyslide", reason="LazySlide is in the test extra")
+    wsidata = pytest.importorskip("wsidata")
+    path, pixels = slide
+
+    wsi = wsidata.open_wsi(path, reader="openslide", attach_images=True)
+    zs.pp.find_tissues(wsi)
+    zs.pp.tile_tissues(wsi, 224, mpp=SLIDE_MPP)
+    assert type(wsi).__name__ == "WSIData"  # a SpatialData subclass
+    boxes = wsi.shapes["tiles"].geometry.bounds.to_numpy()
+
+    tiles = oc.pp.tiles(wsi, um_per_px=None)  # the tiles LazySlide recorded, at the slide's recorded µm/px
+    assert tiles.params["tile_size_um"] == pytest.approx(224 * SLIDE_MPP)
+    cut = tiles.to_array()
+    for i in range(len(boxes)):
+        np.testing.assert_array_equal(cut[i], _cut(pixels, boxes[i, 0], boxes[i, 1], 224))
+    before = set(wsi.tables)
+    copy = oc.tl.embed(wsi, modality="image", model=tiny, progress=False, copy=True)
+    assert set(wsi.tables) == before  # copy=True leaves the input as it was
+    assert copy.tables["tiles_table"].obsm["X_omiclip_image"].shape == (len(boxes), 128)
+
+
+def test_lazyslide_tiles_with_the_image_carrying_its_own_transformation():
+    """LazySlide's tiles are level-0 pixels of the slide whatever transformations the image records."""
+    import geopandas as gpd
+    from shapely.geometry import box
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel, ShapesModel
+    from spatialdata.transformations import Scale
+
+    class WSIData(SpatialData):  # LazySlide's class, by name and base
+        pass
+
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (3, 512, 512), dtype=np.uint8)
+    image = Image2DModel.parse(
+        pixels, dims=("c", "y", "x"), scale_factors=[2], transformations={"global": Scale([0.5, 0.5], axes=("x", "y"))}
+    )
+    corners = np.array([[0, 0], [128, 256], [384, 384]])
+    tiles = ShapesModel.parse(
+        gpd.GeoDataFrame({"tile_id": range(3)}, geometry=[box(x, y, x + 128, y + 128) for x, y in corners])
+    )
+    wsi = WSIData(images={"wsi": image}, shapes={"tiles": tiles})
+    wsi.attrs["slide_properties"] = {"mpp": 0.5}
+    wsi.attrs["tile_spec"] = {"tiles": {"height": 128, "width": 128, "mpp": 0.5, "base_width": 128, "base_height": 128}}
+    cut = oc.pp.tiles(wsi, um_per_px=None).to_array()
+    for i, (x, y) in enumerate(corners):
+        np.testing.assert_array_equal(cut[i], pixels[:, y : y + 128, x : x + 128].transpose(1, 2, 0))

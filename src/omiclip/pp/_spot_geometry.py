@@ -154,15 +154,21 @@ def to_rgb8(region: np.ndarray, value_scale: float = 1.0) -> np.ndarray:
     return np.clip(np.round(np.nan_to_num(rgb, nan=BACKGROUND)), 0, 255).astype(np.uint8)
 
 
-def spatialdata_geometry(sdata, image_key, shapes_key, table_key, microns_per_unit) -> SpotGeometry:
-    """The spots of a SpatialData table on its image (by default the finest image that covers them)."""
+def spatialdata_geometry(
+    sdata, image_key, shapes_key, table_key, microns_per_unit, table: AnnData | None = None
+) -> SpotGeometry:
+    """The spots of a SpatialData table on its image (by default the finest image that covers them).
+
+    ``table``: a table for ``table_key`` that is not (yet) in ``sdata`` (see :func:`table_for_tiles`).
+    """
     if image_key is not None and image_key not in sdata.images:
         raise KeyError(f"Image {image_key!r} not found; images: {list(sdata.images)}.")
     if not sdata.images:
         raise ValueError("The SpatialData object has no image to cut tiles from.")
-    table = get_table(sdata, table_key)
+    if table is None:
+        table = get_table(sdata, table_key)
+        table_key = table_key or only(sdata.tables, "table")
     check_not_empty(table)
-    table_key = table_key or only(sdata.tables, "table")
     attrs = table.uns.get("spatialdata_attrs", {})
     regions = np.atleast_1d(attrs.get("region", []))
     if len(regions) > 1:
@@ -241,10 +247,10 @@ def spot_centres_and_size(sdata, spots, shapes_key) -> tuple[np.ndarray, float]:
     sopa's ``bboxes`` column and in LazySlide's tile spec), not the centre of the clipped polygon.
     """
     spec = sdata.attrs.get(LAZYSLIDE_TILE_SPEC, {}).get(shapes_key)
-    if spec is not None and {"x", "y"} <= set(spots.columns):
-        width, height = spec["base_width"], spec["base_height"]
-        centres = np.column_stack([spots["x"] + width / 2, spots["y"] + height / 2])
-        return centres.astype(float), float(width)
+    if spec is not None:  # whole boxes from their top-left corner, in level-0 pixels
+        bounds = spots.geometry.bounds.to_numpy()
+        side = float(spec.get("base_width") or np.median(bounds[:, 2] - bounds[:, 0]))
+        return bounds[:, :2] + side / 2, side
     if SOPA_BOUNDS in spots.columns:
         bounds = np.array(spots[SOPA_BOUNDS].to_list(), dtype=float)  # (xmin, ymin, xmax, ymax)
         centres = (bounds[:, :2] + bounds[:, 2:]) / 2
@@ -274,6 +280,54 @@ def recorded_scale(sdata, table, table_key, shapes_key, spot_size) -> tuple[floa
     if shapes_key in sdata.attrs.get(LAZYSLIDE_TILE_SPEC, {}) and slide_mpp:
         return float(slide_mpp), "the slide's recorded µm per pixel (LazySlide)"
     return None, ""
+
+
+def table_for_tiles(sdata, shapes_key: str | None) -> tuple[str, AnnData] | None:
+    """A table for tile shapes that no table annotates (LazySlide's tiles before feature extraction), or ``None``.
+
+    The shapes are ``shapes_key`` or the only tiles LazySlide recorded. The table is returned, not written: it
+    joins the data with the embeddings (:func:`omiclip.tl.embed`), so a failed run leaves the data as it was.
+    """
+    from spatialdata.models import TableModel
+
+    recorded = list(sdata.attrs.get(LAZYSLIDE_TILE_SPEC, {}))
+    shapes_key = shapes_key or (recorded[0] if len(recorded) == 1 else None)
+    if shapes_key is None or shapes_key not in sdata.shapes:
+        return None
+    annotated = {
+        str(region)
+        for table in sdata.tables.values()
+        for region in np.atleast_1d(table.uns.get("spatialdata_attrs", {}).get("region", []))
+    }
+    if shapes_key in annotated:
+        return None
+    index = sdata.shapes[shapes_key].index
+    obs = pd.DataFrame(
+        {"instance_id": index.to_numpy(), "region": pd.Categorical([shapes_key] * len(index))},
+        index=[f"{shapes_key}_{i}" for i in index],
+    )
+    table = TableModel.parse(AnnData(obs=obs), region=shapes_key, region_key="region", instance_key="instance_id")
+    return f"{shapes_key}_table", table
+
+
+def table_scale(data, table: AnnData, table_key: str | None) -> tuple[float | None, str]:
+    """µm per unit of a table's coordinates from what its data records: ``(None, "")`` when nothing does.
+
+    scanpy's Visium AnnData: the spot diameter in full-resolution pixels; SpatialData: see :func:`recorded_scale`,
+    from the shapes the table annotates (whose coordinates its ``.obsm["spatial"]`` holds, as the readers write).
+    """
+    if isinstance(data, AnnData):
+        for library in (data.uns.get("spatial") or {}).values():
+            diameter = (library.get("scalefactors") or {}).get("spot_diameter_fullres")
+            if diameter:
+                return VISIUM_SPOT_UM / float(diameter), "the 55 µm Visium spot diameter"
+        return None, ""
+    regions = np.atleast_1d(table.uns.get("spatialdata_attrs", {}).get("region", []))
+    if len(regions) != 1 or str(regions[0]) not in data.shapes:
+        return None, ""
+    shapes_key = str(regions[0])
+    _, size = spot_centres_and_size(data, data.shapes[shapes_key], shapes_key)
+    return recorded_scale(data, table, table_key, shapes_key, size)
 
 
 def _image_microns_per_unit(image, units_per_px: float) -> float | None:
