@@ -210,3 +210,182 @@ def test_lazyslide_tiles_with_the_image_carrying_its_own_transformation():
     cut = oc.pp.tiles(wsi, um_per_px=None).to_array()
     for i, (x, y) in enumerate(corners):
         np.testing.assert_array_equal(cut[i], pixels[:, y : y + 128, x : x + 128].transpose(1, 2, 0))
+
+
+# --- Visium HD and Xenium, in the layout spatialdata-io's readers write ---
+
+
+def _coordinate_image(height, width):
+    """RGB pixels that encode their own (y, x), to check where tiles are cut."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([y % 256, x % 256, 64 + (y // 256) * 16 + x // 256]).astype(np.uint8)
+
+
+HD_UM_PER_PX = 0.5  # full-resolution pixel size of the HD fixture
+HD_HIRES_SCALEF = 0.125
+
+
+def visium_hd_sdata(bins=((2, 100), (8, 12), (16, 8))):
+    """`spatialdata_io.visium_hd` output: `{id}_square_NNNum` squares and tables `square_NNNum` in full-res pixels."""
+    import geopandas as gpd
+    from scipy import sparse
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Identity, Scale
+
+    ds = "hd"
+    full = _coordinate_image(1000, 1000)
+    hires_scale = Scale([HD_HIRES_SCALEF, HD_HIRES_SCALEF], axes=("x", "y"))
+    transformations = {ds: Identity(), f"{ds}_downscaled_hires": hires_scale}
+    images = {
+        f"{ds}_full_image": Image2DModel.parse(
+            full, dims=("c", "y", "x"), scale_factors=[2, 2], transformations={ds: Identity()}
+        ),
+        f"{ds}_hires_image": Image2DModel.parse(
+            full[:, ::8, ::8],
+            dims=("c", "y", "x"),
+            transformations={f"{ds}_downscaled_hires": Identity(), ds: hires_scale.inverse()},
+        ),
+    }
+    shapes, tables, rng = {}, {}, np.random.default_rng(0)
+    for bin_um, n in bins:
+        side = bin_um / HD_UM_PER_PX
+        grid = np.stack(np.meshgrid(np.arange(n), np.arange(n)), -1).reshape(-1, 2)
+        centres = (grid + 0.5) * side + 50.0  # (x, y) full-resolution pixels
+        name, shapes_name = f"square_{bin_um:03d}um", f"{ds}_square_{bin_um:03d}um"
+        circles = ShapesModel.parse(
+            centres, geometry=0, radius=np.full(len(centres), side / 2), index=np.arange(len(centres))
+        )
+        shapes[shapes_name] = ShapesModel.parse(
+            gpd.GeoDataFrame(geometry=circles.buffer(side / 2, cap_style=3)), transformations=transformations
+        )
+        obs = pd.DataFrame(
+            {
+                "array_row": grid[:, 1],
+                "array_col": grid[:, 0],
+                "location_id": np.arange(len(centres)),
+                "region": pd.Categorical([shapes_name] * len(centres)),
+            },
+            index=[f"s_{bin_um:03d}um_{i:05d}-1" for i in range(len(centres))],
+        )
+        counts = sparse.csr_matrix(rng.poisson(1.0, (len(centres), 20)).astype(np.float32))
+        table = AnnData(counts, obs=obs, var=pd.DataFrame(index=[f"GENE{g}" for g in range(20)]))
+        table.obsm["spatial"] = centres
+        tables[name] = TableModel.parse(table, region=shapes_name, region_key="region", instance_key="location_id")
+    sdata = SpatialData(images=images, shapes=shapes, tables=tables)
+    sdata.attrs["spatialdata_io_reader"] = "visium_hd"
+    return sdata
+
+
+class TestVisiumHD:
+    def test_bins_tile_at_their_size_on_the_full_image(self):
+        sdata = visium_hd_sdata()
+        for bin_um in (8, 16):
+            tiles = oc.pp.tiles(sdata, table_key=f"square_{bin_um:03d}um", um_per_px=None)
+            assert tiles.params["tile_size_um"] == pytest.approx(bin_um)  # scale from the bin size
+            assert tiles.level.um_per_px == pytest.approx(HD_UM_PER_PX)  # the full image, not hires
+            centres = sdata.tables[f"square_{bin_um:03d}um"].obsm["spatial"]
+            cut, half = tiles.to_array(), tiles.params["tile_px"] // 2
+            for i in (0, len(cut) - 1):
+                x, y = np.floor(centres[i] + 0.5).astype(int)
+                assert tuple(cut[i][half, half, :2]) == (y % 256, x % 256)
+
+    def test_bins_embed_with_no_extra_argument(self, tiny):
+        sdata = visium_hd_sdata(bins=((16, 6),))
+        oc.tl.embed(sdata, modality="image", model=tiny, progress=False)
+        assert sdata.tables["square_016um"].obsm["X_omiclip_image"].shape == (36, 128)
+
+    def test_2um_bins_pool_into_pseudo_spots(self):
+        sdata = visium_hd_sdata(bins=((2, 100),))
+        out = oc.pp.pseudo_spots(sdata)  # 2 µm bins as cells: no scale given
+        table = out.tables["pseudo_spots_table"]
+        assert table.uns["microns_per_unit"] == pytest.approx(HD_UM_PER_PX)
+        bins = sdata.tables["square_002um"].obsm["spatial"]
+        radius_px = 55 / 2 / HD_UM_PER_PX
+        for centre, n_cells in zip(table.obsm["spatial"], table.obs["n_cells"], strict=True):
+            assert n_cells == (np.linalg.norm(bins - centre, axis=1) < radius_px).sum()  # counted by hand
+        assert table.obs["n_cells"].max() == pytest.approx(np.pi * 27.5**2 / 4, rel=0.03)  # a whole 55 µm disc
+        # the spots sit where the bins were: their tiles come from the same full-resolution pixels
+        tiles = oc.pp.tiles(out, image_key="hd_full_image", um_per_px=None)
+        assert tiles.params["tile_size_um"] == pytest.approx(55)
+        x, y = np.floor(table.obsm["spatial"][0] + 0.5).astype(int)
+        half = tiles.params["tile_px"] // 2
+        assert tuple(tiles.to_array()[0][half, half, :2]) == (y % 256, x % 256)
+
+
+XENIUM_PIXEL_UM = 0.2125
+
+
+def xenium_sdata(n_cells=400, seed=0):
+    """`spatialdata_io.xenium` output: cells in µm (Scale 1/pixel_size to the morphology pixels of "global"), a
+    fluorescence `morphology_focus`, and an aligned H&E `he_image` (affine to "global")."""
+    import geopandas as gpd  # noqa: F401  (ShapesModel needs it)
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Affine, Identity, Scale
+
+    rng = np.random.default_rng(seed)
+    size_um = 240.0
+    xy = rng.uniform(5, size_um - 5, (n_cells, 2))
+    cell_ids = [f"cell{i:05d}-1" for i in range(n_cells)]
+    obs = pd.DataFrame(
+        {
+            "cell_id": cell_ids,
+            "cell_area": rng.uniform(50, 120, n_cells),
+            "region": pd.Categorical(["cell_circles"] * n_cells),
+        },
+        index=[str(i) for i in range(n_cells)],
+    )
+    table = AnnData(rng.poisson(0.5, (n_cells, 30)).astype(np.float32), obs=obs)
+    table.var_names = [f"GENE{g}" for g in range(30)]
+    table.obsm["spatial"] = xy
+    to_pixels = Scale([1 / XENIUM_PIXEL_UM, 1 / XENIUM_PIXEL_UM], axes=("x", "y"))
+    circles = ShapesModel.parse(
+        xy,
+        geometry=0,
+        radius=np.sqrt(obs["cell_area"].to_numpy() / np.pi),
+        index=pd.Index(cell_ids),
+        transformations={"global": to_pixels},
+    )
+    morphology_px = int(size_um / XENIUM_PIXEL_UM)
+    morphology = rng.integers(0, 4000, (1, morphology_px, morphology_px), dtype=np.uint16)
+    he_um_per_px = 0.5  # H&E pixels → morphology pixels
+    he_to_morphology = he_um_per_px / XENIUM_PIXEL_UM
+    matrix = np.array([[he_to_morphology, 0, 0], [0, he_to_morphology, 0], [0, 0, 1]])
+    images = {
+        "morphology_focus": Image2DModel.parse(
+            morphology, dims=("c", "y", "x"), transformations={"global": Identity()}
+        ),
+        "he_image": Image2DModel.parse(
+            _coordinate_image(int(size_um / he_um_per_px), int(size_um / he_um_per_px)),
+            dims=("c", "y", "x"),
+            transformations={"global": Affine(matrix, input_axes=("x", "y"), output_axes=("x", "y"))},
+        ),
+    }
+    table = TableModel.parse(table, region="cell_circles", region_key="region", instance_key="cell_id")
+    sdata = SpatialData(images=images, shapes={"cell_circles": circles}, tables={"table": table})
+    sdata.attrs["spatialdata_io_reader"] = "xenium"
+    return sdata
+
+
+class TestXenium:
+    def test_cells_pool_into_pseudo_spots_in_microns(self):
+        sdata = xenium_sdata()
+        out = oc.pp.pseudo_spots(sdata)  # Xenium's coordinates are µm: no scale given
+        table = out.tables["pseudo_spots_table"]
+        cells = sdata.tables["table"].obsm["spatial"]
+        for centre, n_cells in zip(table.obsm["spatial"], table.obs["n_cells"], strict=True):
+            assert n_cells == (np.linalg.norm(cells - centre, axis=1) < 27.5).sum()
+        # the pseudo-spots' tiles come from the aligned H&E, not the fluorescence morphology image
+        tiles = oc.pp.tiles(out, um_per_px=None)
+        assert tiles.params["tile_size_um"] == pytest.approx(55) and tiles.level.um_per_px == pytest.approx(0.5)
+        x, y = np.floor(table.obsm["spatial"][0] / 0.5 + 0.5).astype(int)  # the pixel at the centre of an even tile
+        half = tiles.params["tile_px"] // 2
+        assert tuple(tiles.to_array()[0][half, half, :2]) == (y % 256, x % 256)
+
+    def test_cells_tile_on_the_he_image(self):
+        sdata = xenium_sdata(n_cells=20)
+        tiles = oc.pp.tiles(sdata, um_per_px=None)
+        assert tiles.level.um_per_px == pytest.approx(0.5)  # H&E chosen; µm from Xenium's coordinates
+        with pytest.raises(ValueError, match="'morphology_focus' must be RGB or RGBA.*not H&E"):
+            oc.pp.tiles(sdata, image_key="morphology_focus")
