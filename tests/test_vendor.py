@@ -389,3 +389,41 @@ class TestXenium:
         assert tiles.level.um_per_px == pytest.approx(0.5)  # H&E chosen; µm from Xenium's coordinates
         with pytest.raises(ValueError, match="'morphology_focus' must be RGB or RGBA.*not H&E"):
             oc.pp.tiles(sdata, image_key="morphology_focus")
+
+
+# --- `microns_per_unit=`: taken where it must be given, and every error that asks for it can follow it ---
+
+
+def test_every_scale_error_can_be_followed_where_it_is_raised(section, tiny):
+    table = section.tables["table"]
+    del table.uns["microns_per_unit"]  # a scale neither stored nor recorded
+    for call in (
+        lambda **kw: oc.pp.tiles(section, **kw),
+        lambda **kw: oc.tl.embed(section, modality="image", model=tiny, progress=False, **kw),
+        lambda **kw: oc.pp.pseudo_spots(section, **kw),
+    ):
+        with pytest.raises(ValueError, match="pass `microns_per_unit=`"):
+            call()
+        call(microns_per_unit=1.0)  # the advice works in the function that gave it
+
+
+def test_align_warns_when_only_one_scale_is_known(section):
+    source, target = section.tables["table"].copy(), section.tables["table"].copy()
+    del target.uns["microns_per_unit"]
+    with pytest.warns(UserWarning, match="pass `target_microns_per_unit=`"):
+        oc.tl.align(source, target, use_rep=None, max_iter=5, refine_iter=0, progress=False)
+    target.obsm["spatial"] = target.obsm["spatial"] * 2  # the target in half-µm units
+    oc.tl.align(source, target, use_rep=None, target_microns_per_unit=0.5, progress=False)
+    moved = source.obsm["spatial_aligned"]
+    np.testing.assert_allclose(moved, target.obsm["spatial"], atol=1.0)  # converted, then exact
+
+
+def test_pseudo_spots_from_scanpy_visium_take_the_spot_scale():
+    _needs(V1)
+    import scanpy as sc
+
+    adata = sc.read_visium(V1)
+    adata.var_names_make_unique()
+    spots = oc.pp.pseudo_spots(adata, spot_diameter_um=110, spacing_um=200)  # no scale given: 55 µm spots
+    diameter_px = next(iter(adata.uns["spatial"].values()))["scalefactors"]["spot_diameter_fullres"]
+    assert spots.uns["microns_per_unit"] == pytest.approx(55 / diameter_px)

@@ -51,6 +51,8 @@ def align(
     new_coordinate_system: str = "aligned",
     table_key: str | None = None,
     target_table_key: str | None = None,
+    microns_per_unit: float | None = None,
+    target_microns_per_unit: float | None = None,
     progress: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -82,8 +84,9 @@ def align(
     target_rep
         Target embedding; default ``use_rep``.
     spatial_key
-        Coordinates in ``.obsm`` of both. If both tables have ``uns["microns_per_unit"]`` the source is converted to
-        the target's units, otherwise both must be in the same units.
+        Coordinates in ``.obsm`` of both. When both scales are known (``microns_per_unit``/
+        ``target_microns_per_unit``, ``uns["microns_per_unit"]``, or what the data records: Visium spots, Visium HD
+        bins, Xenium µm) the source is converted to the target's units; otherwise both must be in the same units.
     key_added
         ``.obsm`` key of the aligned coordinates (``mode``'s result); with ``mode="rigid"`` the CPD result also goes
         to ``{key_added}_nonrigid``.
@@ -127,6 +130,9 @@ def align(
     new_coordinate_system
         For a SpatialData source: every element with a transformation to ``coordinate_system`` gets one to this
         system, which overlays it on the target's ``coordinate_system`` (rigid result).
+    microns_per_unit, target_microns_per_unit
+        µm per unit of the source's and the target's coordinates, for data whose scale is neither stored nor
+        recorded (e.g. a Visium section and its Xenium pseudo-spots read without omiclip).
     table_key
         Table of a SpatialData source with several tables.
     target_table_key
@@ -161,7 +167,10 @@ def align(
         raise ValueError(
             f"Need max_iter >= 1, refine_iter >= 0 and max_points >= 3; got {max_iter}, {refine_iter}, {max_points}."
         )
-    source_scale = _unit_ratio(source_table, target_table)
+    source_scale = _unit_ratio(
+        (source, source_table, table_key, microns_per_unit),
+        (target, target_table, target_table_key, target_microns_per_unit),
+    )
     if center is None:
         center = use_rep is not None and (target_rep or use_rep) != use_rep
 
@@ -345,9 +354,24 @@ def _features(source: AnnData, target: AnnData, use_rep, target_rep, n_pcs: int)
     return source_emb, target_emb
 
 
-def _unit_ratio(source: AnnData, target: AnnData) -> float:
-    """Source units → target units, when both tables say how many µm one unit is."""
-    source_um, target_um = source.uns.get(MICRONS_PER_UNIT_KEY), target.uns.get(MICRONS_PER_UNIT_KEY)
+def _unit_ratio(source: tuple, target: tuple) -> float:
+    """Source units → target units when both scales are known; a warning when only one is."""
+    from omiclip.pp._spot_geometry import check_positive, table_scale
+
+    scales = []
+    for (data, table, table_key, given), name in ((source, "microns_per_unit"), (target, "target_microns_per_unit")):
+        check_positive(given, f"`{name}`")
+        um = given if given is not None else table.uns.get(MICRONS_PER_UNIT_KEY)
+        scales.append(um if um is not None else table_scale(data, table, table_key)[0])
+    source_um, target_um = scales
+    if (source_um is None) != (target_um is None):
+        missing = "microns_per_unit" if source_um is None else "target_microns_per_unit"
+        warnings.warn(
+            f"Only one section's scale is known; taking both coordinates as the same units. If they are not, pass "
+            f"`{missing}=`.",
+            UserWarning,
+            stacklevel=3,
+        )
     if source_um is None or target_um is None:
         return 1.0
     return float(source_um) / float(target_um)
