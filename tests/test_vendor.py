@@ -427,3 +427,17 @@ def test_pseudo_spots_from_scanpy_visium_take_the_spot_scale():
     spots = oc.pp.pseudo_spots(adata, spot_diameter_um=110, spacing_um=200)  # no scale given: 55 µm spots
     diameter_px = next(iter(adata.uns["spatial"].values()))["scalefactors"]["spot_diameter_fullres"]
     assert spots.uns["microns_per_unit"] == pytest.approx(55 / diameter_px)
+
+
+def test_grid_on_a_slide_takes_the_pixel_size_it_records():
+    """sopa's and wsidata's slides carry their µm per pixel in the image's attrs: a grid needs no scale."""
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel
+
+    pixels = np.full((3, 400, 400), 240, np.uint8)
+    pixels[:, 100:300, 100:300] = np.array([190, 90, 170])[:, None, None]  # stained tissue on glass
+    image = Image2DModel.parse(pixels, dims=("c", "y", "x"), scale_factors=[2])
+    image.attrs["metadata"] = {"mpp": 0.5}  # as sopa.io.wsi records it
+    sdata = SpatialData(images={"wsi": image})
+    grid = oc.pp.tiles(sdata, grid=True, tile_size_um=50, um_per_px=None)
+    assert grid.params["tile_px"] == 100 and len(grid) == 4  # 100 µm of tissue, 50 µm tiles at 0.5 µm/px

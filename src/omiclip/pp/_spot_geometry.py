@@ -109,13 +109,15 @@ def image_levels(image, um_per_px0: float, name: str = "image") -> list[Level]:
     arrays = [image[key]["image"] for key in image.children] if hasattr(image, "children") else [image]
     first = arrays[0]
     check_rgb(first.shape, tuple(first.dims), first.dtype, name)
-    value_scale = float_scale(_compute(arrays[-1][:, :: _step(arrays[-1]), :: _step(arrays[-1])]))
+    value_scale = float_scale(_compute(_centre(arrays[-1]))) if first.dtype != np.uint8 else 1.0
     width0 = first.shape[2]
     return [Level(a.data, um_per_px0 * width0 / a.shape[2], value_scale) for a in arrays]
 
 
-def _step(array, max_px: int = 512) -> int:
-    return max(1, int(np.ceil(max(array.shape[1:]) / max_px)))
+def _centre(array, half: int = 256):
+    """The central ``2 * half`` pixels square of a ``(c, y, x)`` array: a chunk or so, never the whole image."""
+    cy, cx = (int(n) // 2 for n in array.shape[1:])
+    return array[:, max(cy - half, 0) : cy + half, max(cx - half, 0) : cx + half]
 
 
 def check_rgb(shape, dims, dtype, name: str) -> None:
@@ -201,7 +203,7 @@ def spatialdata_geometry(
                 raise
             continue  # another image, not H&E or not placed with the spots
         units_per_px = 1 / np.sqrt(abs(np.linalg.det(matrix[:2, :2])))
-        um = microns_per_unit if microns_per_unit is not None else _image_microns_per_unit(image, units_per_px)
+        um = microns_per_unit if microns_per_unit is not None else image_microns_per_unit(image, units_per_px)
         yx = (np.column_stack([centers, np.ones(len(centers))]) @ matrix.T)[:, 1::-1]
         inside = ((yx >= 0) & (yx < np.asarray(first.shape[1:]))).all(axis=1).mean()
         placed[key] = (units_per_px, um, inside, yx)
@@ -330,8 +332,8 @@ def table_scale(data, table: AnnData, table_key: str | None) -> tuple[float | No
     return recorded_scale(data, table, table_key, shapes_key, size)
 
 
-def _image_microns_per_unit(image, units_per_px: float) -> float | None:
-    """µm per spot unit from the pixel size an image records (sopa/wsidata slide metadata), if any."""
+def image_microns_per_unit(image, units_per_px: float = 1.0) -> float | None:
+    """µm per spot unit (or per pixel) from the pixel size an image records (sopa/wsidata metadata), if any."""
     attrs = getattr(image, "attrs", {}) or {}
     mpp = (attrs.get("metadata") or {}).get("mpp", attrs.get("mpp"))
     return float(mpp) / units_per_px if mpp else None

@@ -24,6 +24,7 @@ from omiclip.pp._spot_geometry import (
     SpotGeometry,
     check_positive,
     image_levels,
+    image_microns_per_unit,
     only,
     spatialdata_geometry,
     table_for_tiles,
@@ -281,6 +282,8 @@ def _grid_geometry(sdata, image_key, table_key, microns_per_unit) -> SpotGeometr
     image_key = image_key or only(sdata.images, "image")
     if image_key not in sdata.images:
         raise KeyError(f"Image {image_key!r} not found; images: {list(sdata.images)}.")
+    if microns_per_unit is None and not sdata.tables:  # the pixel size the image records (sopa, LazySlide)
+        microns_per_unit = image_microns_per_unit(sdata.images[image_key])
     if sdata.tables:  # any table with spots gives the physical scale of the image
         spots = spatialdata_geometry(sdata, image_key, None, table_key or next(iter(sdata.tables)), microns_per_unit)
         levels = spots.levels
