@@ -133,6 +133,7 @@ def _cut(pixels, x0, y0, side):
 def test_sopa_patches_embed_as_sopa_cut_them(slide, tiny):
     sopa = pytest.importorskip("sopa", reason="sopa is in the test extra")
     pytest.importorskip("openslide", reason="sopa reads slides with openslide")
+    pytest.importorskip("wsidata", reason="sopa reads slides through wsidata")
     import geopandas as gpd
     import torch
     from shapely.geometry import Point

@@ -220,7 +220,8 @@ def spatialdata_geometry(
         raise ValueError(
             f"The physical scale of {shapes_key!r} is unknown (no Visium spots, Visium HD bins, Xenium µm "
             "coordinates or recorded pixel size found): pass `microns_per_unit=` (µm per unit of the spots' "
-            "coordinates; for Visium in full-resolution pixels that is 55 / spot diameter in pixels)."
+            "coordinates; for Visium in full-resolution pixels that is 55 / spot diameter in pixels), or store it "
+            f"as `.uns[{MICRONS_PER_UNIT_KEY!r}]` of table {table_key!r}."
         )
     levels = image_levels(sdata.images[chosen], float(um) * units_per_px, chosen)
     others = {key: float(e[1]) * e[0] for key, e in covering.items() if key != chosen and e[1] is not None}

@@ -288,7 +288,10 @@ def _grid_geometry(sdata, image_key, table_key, microns_per_unit) -> SpotGeometr
         spots = spatialdata_geometry(sdata, image_key, None, table_key or next(iter(sdata.tables)), microns_per_unit)
         levels = spots.levels
     elif microns_per_unit is None:
-        raise ValueError("A grid on an image without spots needs `microns_per_unit` (µm per image pixel).")
+        raise ValueError(
+            f"A grid on image {image_key!r}, which records no pixel size and has no spots, needs `microns_per_unit=` "
+            "(µm per image pixel)."
+        )
     else:
         levels = image_levels(sdata.images[image_key], float(microns_per_unit))
     return SpotGeometry(levels, np.empty((0, 2)), 0.0, pd.Index([]), None, image_key)
