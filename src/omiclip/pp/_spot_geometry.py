@@ -183,11 +183,12 @@ def spatialdata_geometry(
         raise KeyError(f"Spot shapes {shapes_key!r} not found; shapes: {list(sdata.shapes)}. Pass `shapes_key=`.")
     spots = _table_spots(sdata.shapes[shapes_key], table, table_key, shapes_key, attrs["instance_key"])
     centers, size = spot_centres_and_size(sdata, spots, shapes_key)
+    circles = "radius" in spots.columns
     if microns_per_unit is None:  # not `or`: an explicit 0 must be an error, not replaced by the stored value
         microns_per_unit = table.uns.get(MICRONS_PER_UNIT_KEY)
         check_positive(microns_per_unit, f"`.uns[{MICRONS_PER_UNIT_KEY!r}]` of table {table_key!r}")
     if microns_per_unit is None:
-        microns_per_unit, source = recorded_scale(sdata, table, table_key, shapes_key, size)
+        microns_per_unit, source = recorded_scale(sdata, table, table_key, shapes_key, size, circles)
         if microns_per_unit is not None:
             logg.info(f"    {microns_per_unit:.4g} µm per unit of {shapes_key!r}, from {source}")
 
@@ -263,7 +264,7 @@ def spot_centres_and_size(sdata, spots, shapes_key) -> tuple[np.ndarray, float]:
     return centres, float(np.median(size))
 
 
-def recorded_scale(sdata, table, table_key, shapes_key, spot_size) -> tuple[float | None, str]:
+def recorded_scale(sdata, table, table_key, shapes_key, spot_size, circles: bool) -> tuple[float | None, str]:
     """µm per unit of a table's spots, from what the readers and tilers record; ``(None, "")`` when nothing does.
 
     Visium HD bins are named by their size (``square_008um``); Xenium coordinates are µm; Visium spots are 55 µm
@@ -277,7 +278,8 @@ def recorded_scale(sdata, table, table_key, shapes_key, spot_size) -> tuple[floa
             return int(match.group(1)) / spot_size, f"the {int(match.group(1))} µm Visium HD bins"
     if reader == "xenium":
         return 1.0, "Xenium's µm coordinates"
-    if reader == "visium" or (reader is None and {"array_row", "array_col"} <= set(table.obs.columns)):
+    visium = reader == "visium" or (reader is None and {"array_row", "array_col"} <= set(table.obs.columns))
+    if visium and circles:
         return VISIUM_SPOT_UM / spot_size, "the 55 µm Visium spot diameter"
     slide_mpp = sdata.attrs.get(LAZYSLIDE_PROPERTIES, {}).get("mpp") if sdata is not None else None
     if shapes_key in sdata.attrs.get(LAZYSLIDE_TILE_SPEC, {}) and slide_mpp:
@@ -329,8 +331,9 @@ def table_scale(data, table: AnnData, table_key: str | None) -> tuple[float | No
     if len(regions) != 1 or str(regions[0]) not in data.shapes:
         return None, ""
     shapes_key = str(regions[0])
-    _, size = spot_centres_and_size(data, data.shapes[shapes_key], shapes_key)
-    return recorded_scale(data, table, table_key, shapes_key, size)
+    shapes = data.shapes[shapes_key]
+    _, size = spot_centres_and_size(data, shapes, shapes_key)
+    return recorded_scale(data, table, table_key, shapes_key, size, "radius" in shapes.columns)
 
 
 def image_microns_per_unit(image, units_per_px: float = 1.0) -> float | None:
