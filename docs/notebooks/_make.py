@@ -25,7 +25,7 @@ from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "sources"
-ORDER = ["finetune_embed", "align", "annotate", "decompose", "retrieve", "predex"]
+ORDER = ["finetune_embed", "align", "annotate", "decompose", "retrieve", "predex", "visium"]
 MODELS = HERE / "tutorial_models"
 TIMEOUT_S = 3600  # per cell; a contended machine trains slowly
 

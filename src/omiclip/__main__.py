@@ -39,7 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("store", help="SpatialData zarr store")
     embed.add_argument("--modality", choices=["text", "image"], required=True)
     _model_arguments(embed)
-    embed.add_argument("--image-key", help="image element (image modality; default: the only one)")
+    embed.add_argument(
+        "--image-key", help="image element (image modality; default: the finest RGB image covering the spots)"
+    )
+    embed.add_argument(
+        "--microns-per-unit",
+        type=float,
+        help="µm per unit of the spots' coordinates (when the data does not record it)",
+    )
     embed.add_argument("--table", help="table element (default: the only one)")
     embed.add_argument("--batch-size", type=int, default=64)
     embed.add_argument(
@@ -96,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     align.add_argument(
         "--max-points", type=int, help="EM on random subsets of at most this many points (default: all, official)"
     )
+    align.add_argument("--microns-per-unit", type=float, help="µm per unit of the source's coordinates (if unrecorded)")
+    align.add_argument("--target-microns-per-unit", type=float, help="µm per unit of the target's coordinates")
     align.add_argument("--device", help="torch device (default: cuda if available)")
     align.set_defaults(run=_align)
 
@@ -159,6 +168,7 @@ def _embed(args) -> int:
         model=model,
         checkpoint=checkpoint,
         image_key=args.image_key,
+        microns_per_unit=args.microns_per_unit,
         batch_size=args.batch_size,
         device=args.device,
         precision=args.precision,
@@ -216,6 +226,8 @@ def _align(args) -> int:
         mode=args.mode,
         key_added=args.key_added,
         max_points=args.max_points,
+        microns_per_unit=args.microns_per_unit,
+        target_microns_per_unit=args.target_microns_per_unit,
         device=args.device,
     )
     # shapes are in memory and rewritten whole; images, labels and points are read lazily from the store, where

@@ -11,6 +11,7 @@ from omiclip import _logging as logg
 from omiclip._anndata import check_not_empty, get_coordinates, get_table, is_spatialdata, own_elements
 from omiclip._core.pseudo_spots import assign, hex_centres, membership
 from omiclip._keys import MICRONS_PER_UNIT_KEY, PSEUDO_SPOTS_KEY, SPATIAL_KEY, record, table_of_shapes
+from omiclip.pp._spot_geometry import table_scale
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -26,7 +27,7 @@ def pseudo_spots(
     spatial_key: str = SPATIAL_KEY,
     microns_per_unit: float | None = None,
     min_cells: int = 1,
-    coordinate_system: str = "global",
+    coordinate_system: str | None = None,
     key_added: str = PSEUDO_SPOTS_KEY,
     table_key: str | None = None,
 ) -> AnnData | SpatialData:
@@ -52,11 +53,14 @@ def pseudo_spots(
     spatial_key
         Centres in ``.obsm``.
     microns_per_unit
-        µm per unit of the centres; default ``.uns["microns_per_unit"]`` (Xenium coordinates are µm: pass 1).
+        µm per unit of the centres. Default: ``.uns["microns_per_unit"]``, else what the data records (Visium HD
+        bin size, Xenium's µm, the Visium spot diameter); needed only when nothing does.
     min_cells
         Keep spots that cover at least this many cells/bins.
     coordinate_system
         For SpatialData: the coordinate system of the table's centres, in which the spot circles are placed.
+        Default: where the shapes the table annotates are (their transformations are copied, as the centres are in
+        their units: Visium HD bins, Xenium cells), else ``"global"``.
     key_added
         For SpatialData: name of the new shapes element; its table is ``{key_added}_table``.
     table_key
@@ -74,6 +78,10 @@ def pseudo_spots(
     check_not_empty(table)
     xy = get_coordinates(table, spatial_key)
     um = microns_per_unit if microns_per_unit is not None else table.uns.get(MICRONS_PER_UNIT_KEY)
+    if um is None:
+        um, source = table_scale(data, table, table_key)
+        if um is not None:
+            logg.info(f"    {um:.4g} µm per unit of `.obsm[{spatial_key!r}]`, from {source}")
     if um is None:
         raise ValueError(
             "The physical scale is unknown: pass `microns_per_unit=` (µm per unit of the coordinates; 1 for "
@@ -123,7 +131,7 @@ def pseudo_spots(
     if not is_spatialdata(data):
         logg.finished(start, [("cell_counts", "counts per group (obsm)")] if groupby else None, note=note)
         return spots
-    result = _spatialdata(data, spots, radius, coordinate_system, key_added)
+    result = _spatialdata(data, table, spots, radius, coordinate_system, key_added)
     logg.finished(start, [(key_added, "circles and their table (new SpatialData)")], note=note)
     return result
 
@@ -143,10 +151,16 @@ def _expression(table: AnnData, layer: str | None):
     return counts
 
 
-def _spatialdata(sdata, spots: AnnData, radius: float, coordinate_system: str, key: str):
+def _spatialdata(sdata, table: AnnData, spots: AnnData, radius: float, coordinate_system: str | None, key: str):
     from spatialdata import SpatialData
     from spatialdata.models import ShapesModel, TableModel
-    from spatialdata.transformations import Identity
+    from spatialdata.transformations import Identity, get_transformation
+
+    regions = np.atleast_1d(table.uns.get("spatialdata_attrs", {}).get("region", []))
+    if coordinate_system is None and len(regions) == 1 and str(regions[0]) in sdata.shapes:
+        transformations = get_transformation(sdata.shapes[str(regions[0])], get_all=True)
+    else:
+        transformations = {coordinate_system or "global": Identity()}
 
     spots = spots.copy()
     spots.obs["spot_id"] = np.arange(spots.n_obs)
@@ -156,7 +170,7 @@ def _spatialdata(sdata, spots: AnnData, radius: float, coordinate_system: str, k
         geometry=0,
         radius=np.full(spots.n_obs, radius),
         index=spots.obs["spot_id"].to_numpy(),
-        transformations={coordinate_system: Identity()},
+        transformations=transformations,
     )
     table = TableModel.parse(spots, region=key, region_key="region", instance_key="spot_id")
     return SpatialData(**own_elements(sdata, ("images",)), shapes={key: circles}, tables={table_of_shapes(key): table})

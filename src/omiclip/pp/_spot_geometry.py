@@ -110,13 +110,15 @@ def image_levels(image, um_per_px0: float, name: str = "image") -> list[Level]:
     arrays = [image[key]["image"] for key in image.children] if hasattr(image, "children") else [image]
     first = arrays[0]
     check_rgb(first.shape, tuple(first.dims), first.dtype, name)
-    value_scale = float_scale(_compute(arrays[-1][:, :: _step(arrays[-1]), :: _step(arrays[-1])]))
+    value_scale = float_scale(_compute(_centre(arrays[-1]))) if first.dtype != np.uint8 else 1.0
     width0 = first.shape[2]
     return [Level(a.data, um_per_px0 * width0 / a.shape[2], value_scale) for a in arrays]
 
 
-def _step(array, max_px: int = 512) -> int:
-    return max(1, int(np.ceil(max(array.shape[1:]) / max_px)))
+def _centre(array, half: int = 256):
+    """The central ``2 * half`` pixels square of a ``(c, y, x)`` array: a chunk or so, never the whole image."""
+    cy, cx = (int(n) // 2 for n in array.shape[1:])
+    return array[:, max(cy - half, 0) : cy + half, max(cx - half, 0) : cx + half]
 
 
 def check_rgb(shape, dims, dtype, name: str) -> None:
@@ -155,15 +157,21 @@ def to_rgb8(region: np.ndarray, value_scale: float = 1.0) -> np.ndarray:
     return np.clip(np.round(np.nan_to_num(rgb, nan=BACKGROUND)), 0, 255).astype(np.uint8)
 
 
-def spatialdata_geometry(sdata, image_key, shapes_key, table_key, microns_per_unit) -> SpotGeometry:
-    """The spots of a SpatialData table on its image (by default the finest image that covers them)."""
+def spatialdata_geometry(
+    sdata, image_key, shapes_key, table_key, microns_per_unit, table: AnnData | None = None
+) -> SpotGeometry:
+    """The spots of a SpatialData table on its image (by default the finest image that covers them).
+
+    ``table``: a table for ``table_key`` that is not (yet) in ``sdata`` (see :func:`table_for_tiles`).
+    """
     if image_key is not None and image_key not in sdata.images:
         raise KeyError(f"Image {image_key!r} not found; images: {list(sdata.images)}.")
     if not sdata.images:
         raise ValueError("The SpatialData object has no image to cut tiles from.")
-    table = get_table(sdata, table_key)
+    if table is None:
+        table = get_table(sdata, table_key)
+        table_key = table_key or only(sdata.tables, "table")
     check_not_empty(table)
-    table_key = table_key or only(sdata.tables, "table")
     attrs = table.uns.get("spatialdata_attrs", {})
     regions = np.atleast_1d(attrs.get("region", []))
     if len(regions) > 1:
@@ -176,11 +184,12 @@ def spatialdata_geometry(sdata, image_key, shapes_key, table_key, microns_per_un
         raise KeyError(f"Spot shapes {shapes_key!r} not found; shapes: {list(sdata.shapes)}. Pass `shapes_key=`.")
     spots = _table_spots(sdata.shapes[shapes_key], table, table_key, shapes_key, attrs["instance_key"])
     centers, size = spot_centres_and_size(sdata, spots, shapes_key)
+    circles = "radius" in spots.columns
     if microns_per_unit is None:  # not `or`: an explicit 0 must be an error, not replaced by the stored value
         microns_per_unit = table.uns.get(MICRONS_PER_UNIT_KEY)
         check_positive(microns_per_unit, f"`.uns[{MICRONS_PER_UNIT_KEY!r}]` of table {table_key!r}")
     if microns_per_unit is None:
-        microns_per_unit, source = recorded_scale(sdata, table, table_key, shapes_key, size)
+        microns_per_unit, source = recorded_scale(sdata, table, table_key, shapes_key, size, circles)
         if microns_per_unit is not None:
             logg.info(f"    {microns_per_unit:.4g} µm per unit of {shapes_key!r}, from {source}")
 
@@ -196,7 +205,7 @@ def spatialdata_geometry(sdata, image_key, shapes_key, table_key, microns_per_un
                 raise
             continue  # another image, not H&E or not placed with the spots
         units_per_px = 1 / np.sqrt(abs(np.linalg.det(matrix[:2, :2])))
-        um = microns_per_unit if microns_per_unit is not None else _image_microns_per_unit(image, units_per_px)
+        um = microns_per_unit if microns_per_unit is not None else image_microns_per_unit(image, units_per_px)
         yx = (np.column_stack([centers, np.ones(len(centers))]) @ matrix.T)[:, 1::-1]
         inside = ((yx >= 0) & (yx < np.asarray(first.shape[1:]))).all(axis=1).mean()
         placed[key] = (units_per_px, um, inside, yx)
@@ -213,7 +222,8 @@ def spatialdata_geometry(sdata, image_key, shapes_key, table_key, microns_per_un
         raise ValueError(
             f"The physical scale of {shapes_key!r} is unknown (no Visium spots, Visium HD bins, Xenium µm "
             "coordinates or recorded pixel size found): pass `microns_per_unit=` (µm per unit of the spots' "
-            "coordinates; for Visium in full-resolution pixels that is 55 / spot diameter in pixels)."
+            "coordinates; for Visium in full-resolution pixels that is 55 / spot diameter in pixels), or store it "
+            f"as `.uns[{MICRONS_PER_UNIT_KEY!r}]` of table {table_key!r}."
         )
     levels = image_levels(sdata.images[chosen], float(um) * units_per_px, chosen)
     others = {key: float(e[1]) * e[0] for key, e in covering.items() if key != chosen and e[1] is not None}
@@ -242,10 +252,10 @@ def spot_centres_and_size(sdata, spots, shapes_key) -> tuple[np.ndarray, float]:
     sopa's ``bboxes`` column and in LazySlide's tile spec), not the centre of the clipped polygon.
     """
     spec = sdata.attrs.get(LAZYSLIDE_TILE_SPEC, {}).get(shapes_key)
-    if spec is not None and {"x", "y"} <= set(spots.columns):
-        width, height = spec["base_width"], spec["base_height"]
-        centres = np.column_stack([spots["x"] + width / 2, spots["y"] + height / 2])
-        return centres.astype(float), float(width)
+    if spec is not None:  # whole boxes from their top-left corner, in level-0 pixels
+        bounds = spots.geometry.bounds.to_numpy()
+        side = float(spec.get("base_width") or np.median(bounds[:, 2] - bounds[:, 0]))
+        return bounds[:, :2] + side / 2, side
     if SOPA_BOUNDS in spots.columns:
         bounds = np.array(spots[SOPA_BOUNDS].to_list(), dtype=float)  # (xmin, ymin, xmax, ymax)
         centres = (bounds[:, :2] + bounds[:, 2:]) / 2
@@ -255,7 +265,7 @@ def spot_centres_and_size(sdata, spots, shapes_key) -> tuple[np.ndarray, float]:
     return centres, float(np.median(size))
 
 
-def recorded_scale(sdata, table, table_key, shapes_key, spot_size) -> tuple[float | None, str]:
+def recorded_scale(sdata, table, table_key, shapes_key, spot_size, circles: bool) -> tuple[float | None, str]:
     """µm per unit of a table's spots, from what the readers and tilers record; ``(None, "")`` when nothing does.
 
     Visium HD bins are named by their size (``square_008um``); Xenium coordinates are µm; Visium spots are 55 µm
@@ -269,7 +279,8 @@ def recorded_scale(sdata, table, table_key, shapes_key, spot_size) -> tuple[floa
             return int(match.group(1)) / spot_size, f"the {int(match.group(1))} µm Visium HD bins"
     if reader == "xenium":
         return 1.0, "Xenium's µm coordinates"
-    if reader == "visium" or (reader is None and {"array_row", "array_col"} <= set(table.obs.columns)):
+    visium = reader == "visium" or (reader is None and {"array_row", "array_col"} <= set(table.obs.columns))
+    if visium and circles:
         return VISIUM_SPOT_UM / spot_size, "the 55 µm Visium spot diameter"
     slide_mpp = sdata.attrs.get(LAZYSLIDE_PROPERTIES, {}).get("mpp") if sdata is not None else None
     if shapes_key in sdata.attrs.get(LAZYSLIDE_TILE_SPEC, {}) and slide_mpp:
@@ -277,8 +288,57 @@ def recorded_scale(sdata, table, table_key, shapes_key, spot_size) -> tuple[floa
     return None, ""
 
 
-def _image_microns_per_unit(image, units_per_px: float) -> float | None:
-    """µm per spot unit from the pixel size an image records (sopa/wsidata slide metadata), if any."""
+def table_for_tiles(sdata, shapes_key: str | None) -> tuple[str, AnnData] | None:
+    """A table for tile shapes that no table annotates (LazySlide's tiles before feature extraction), or ``None``.
+
+    The shapes are ``shapes_key`` or the only tiles LazySlide recorded. The table is returned, not written: it
+    joins the data with the embeddings (:func:`omiclip.tl.embed`), so a failed run leaves the data as it was.
+    """
+    from spatialdata.models import TableModel
+
+    recorded = list(sdata.attrs.get(LAZYSLIDE_TILE_SPEC, {}))
+    shapes_key = shapes_key or (recorded[0] if len(recorded) == 1 else None)
+    if shapes_key is None or shapes_key not in sdata.shapes:
+        return None
+    annotated = {
+        str(region)
+        for table in sdata.tables.values()
+        for region in np.atleast_1d(table.uns.get("spatialdata_attrs", {}).get("region", []))
+    }
+    if shapes_key in annotated:
+        return None
+    index = sdata.shapes[shapes_key].index
+    obs = pd.DataFrame(
+        {"instance_id": index.to_numpy(), "region": pd.Categorical([shapes_key] * len(index))},
+        index=[f"{shapes_key}_{i}" for i in index],
+    )
+    table = TableModel.parse(AnnData(obs=obs), region=shapes_key, region_key="region", instance_key="instance_id")
+    return f"{shapes_key}_table", table
+
+
+def table_scale(data, table: AnnData, table_key: str | None) -> tuple[float | None, str]:
+    """µm per unit of a table's coordinates from what its data records: ``(None, "")`` when nothing does.
+
+    scanpy's Visium AnnData: the spot diameter in full-resolution pixels; SpatialData: see :func:`recorded_scale`,
+    from the shapes the table annotates (whose coordinates its ``.obsm["spatial"]`` holds, as the readers write).
+    """
+    if isinstance(data, AnnData):
+        for library in (data.uns.get("spatial") or {}).values():
+            diameter = (library.get("scalefactors") or {}).get("spot_diameter_fullres")
+            if diameter:
+                return VISIUM_SPOT_UM / float(diameter), "the 55 µm Visium spot diameter"
+        return None, ""
+    regions = np.atleast_1d(table.uns.get("spatialdata_attrs", {}).get("region", []))
+    if len(regions) != 1 or str(regions[0]) not in data.shapes:
+        return None, ""
+    shapes_key = str(regions[0])
+    shapes = data.shapes[shapes_key]
+    _, size = spot_centres_and_size(data, shapes, shapes_key)
+    return recorded_scale(data, table, table_key, shapes_key, size, "radius" in shapes.columns)
+
+
+def image_microns_per_unit(image, units_per_px: float = 1.0) -> float | None:
+    """µm per spot unit (or per pixel) from the pixel size an image records (sopa/wsidata metadata), if any."""
     attrs = getattr(image, "attrs", {}) or {}
     mpp = (attrs.get("metadata") or {}).get("mpp", attrs.get("mpp"))
     return float(mpp) / units_per_px if mpp else None

@@ -26,8 +26,10 @@ from omiclip.pp._spot_geometry import (
     SpotGeometry,
     check_positive,
     image_levels,
+    image_microns_per_unit,
     only,
     spatialdata_geometry,
+    table_for_tiles,
     visium_anndata_geometry,
 )
 
@@ -62,6 +64,9 @@ class Tiles:
         SpatialData table the tiles belong to (``None`` for AnnData).
     params
         What was asked for and what was chosen (tile size, resolution, level), for ``.uns``.
+    new_table
+        For tile shapes that no table annotated (LazySlide's tiles): their table ``table_key``, not yet in the
+        data; :func:`omiclip.tl.embed` adds it with the embeddings.
     """
 
     windows: TileWindows
@@ -69,6 +74,7 @@ class Tiles:
     obs_names: pd.Index
     table_key: str | None
     params: dict = field(default_factory=dict)
+    new_table: AnnData | None = None
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -161,16 +167,20 @@ def tiles(
         raise ValueError(
             f"`min_tissue` is the fraction of a grid tile covered by tissue: use 0 to 1, got {min_tissue!r}."
         )
+    new_table = None
     if isinstance(data, AnnData):
         if grid:
             raise ValueError("grid=True needs a SpatialData object (the grid is written as shapes and a table).")
         geometry = visium_anndata_geometry(data, image_key, library_id)
     elif is_spatialdata(data):
-        geometry = (
-            _grid_geometry(data, image_key, table_key, microns_per_unit)
-            if grid
-            else spatialdata_geometry(data, image_key, shapes_key, table_key, microns_per_unit)
-        )
+        unlinked = None if grid or table_key is not None else table_for_tiles(data, shapes_key)
+        if grid:
+            geometry = _grid_geometry(data, image_key, table_key, microns_per_unit)
+        elif unlinked is not None:
+            table_key, new_table = unlinked
+            geometry = spatialdata_geometry(data, image_key, shapes_key, table_key, microns_per_unit, new_table)
+        else:
+            geometry = spatialdata_geometry(data, image_key, shapes_key, table_key, microns_per_unit)
     else:
         raise TypeError(f"Expected SpatialData or AnnData, got {type(data).__name__}.")
     levels, centers_px0, obs_names, key = geometry.levels, geometry.centers_px, geometry.obs_names, geometry.table_key
@@ -204,6 +214,7 @@ def tiles(
         level=level,
         obs_names=pd.Index(obs_names),
         table_key=key,
+        new_table=new_table,
         params={
             "tile_size_um": float(tile_um),
             "um_per_px": float(tile_um / out_px),
@@ -276,11 +287,16 @@ def _grid_geometry(sdata, image_key, table_key, microns_per_unit) -> SpotGeometr
     image_key = image_key or only(sdata.images, "image")
     if image_key not in sdata.images:
         raise KeyError(f"Image {image_key!r} not found; images: {list(sdata.images)}.")
+    if microns_per_unit is None and not sdata.tables:  # the pixel size the image records (sopa, LazySlide)
+        microns_per_unit = image_microns_per_unit(sdata.images[image_key])
     if sdata.tables:  # any table with spots gives the physical scale of the image
         spots = spatialdata_geometry(sdata, image_key, None, table_key or next(iter(sdata.tables)), microns_per_unit)
         levels = spots.levels
     elif microns_per_unit is None:
-        raise ValueError("A grid on an image without spots needs `microns_per_unit` (µm per image pixel).")
+        raise ValueError(
+            f"A grid on image {image_key!r}, which records no pixel size and has no spots, needs `microns_per_unit=` "
+            "(µm per image pixel)."
+        )
     else:
         levels = image_levels(sdata.images[image_key], float(microns_per_unit))
     return SpotGeometry(levels, np.empty((0, 2)), 0.0, pd.Index([]), None, image_key)

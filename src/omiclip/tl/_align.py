@@ -54,6 +54,8 @@ def align(
     new_coordinate_system: str = "aligned",
     table_key: str | None = None,
     target_table_key: str | None = None,
+    microns_per_unit: float | None = None,
+    target_microns_per_unit: float | None = None,
     progress: bool = True,
     copy: bool = False,
 ) -> AnnData | SpatialData | None:
@@ -90,8 +92,9 @@ def align(
     target_rep
         Target embedding; default ``use_rep``.
     spatial_key
-        Coordinates in ``.obsm`` of both. If both tables have ``uns["microns_per_unit"]`` the source is converted to
-        the target's units, otherwise both must be in the same units.
+        Coordinates in ``.obsm`` of both. When both scales are known (``microns_per_unit``/
+        ``target_microns_per_unit``, ``uns["microns_per_unit"]``, or what the data records: Visium spots, Visium HD
+        bins, Xenium µm) the source is converted to the target's units; otherwise both must be in the same units.
     key_added
         ``.obsm`` key of the aligned coordinates (``mode``'s result); with ``mode="rigid"`` the CPD result also goes
         to ``{key_added}_nonrigid``.
@@ -142,6 +145,9 @@ def align(
     new_coordinate_system
         For a SpatialData source: every element with a transformation to ``coordinate_system`` gets one to this
         system, which overlays it on the target's ``coordinate_system`` (rigid result).
+    microns_per_unit, target_microns_per_unit
+        µm per unit of the source's and the target's coordinates, for data whose scale is neither stored nor
+        recorded (e.g. a Visium section and its Xenium pseudo-spots read without omiclip).
     table_key
         Table of a SpatialData source with several tables.
     target_table_key
@@ -166,9 +172,14 @@ def align(
     source_table, target_table = get_table(source, table_key), get_table(target, target_table_key)
     outputs = [key_added] + ([nonrigid_key(key_added)] if mode == "rigid" else [])
     claim(source_table, [("obsm", key) for key in outputs], reads=[("obsm", spatial_key), ("obsm", use_rep)])
+    source_scale = _unit_ratio(
+        (source, source_table, table_key, microns_per_unit),
+        (target, target_table, target_table_key, target_microns_per_unit),
+    )
     result, params, start = _align_tables(
         source_table,
         target_table,
+        source_scale=source_scale,
         use_rep=use_rep,
         target_rep=target_rep,
         spatial_key=spatial_key,
@@ -266,8 +277,16 @@ def align_stack(
     order = sorted((i for i in range(n) if i != reference), key=lambda i: abs(i - reference))
     for i in order:
         towards = (i - 1 if i > reference else i + 1) if chain_neighbours else reference
+        scale_of = (sections[i], tables[i]), (sections[towards], tables[towards])
+        source_scale = _unit_ratio(
+            *((data, table, options["table_key"], options["microns_per_unit"]) for data, table in scale_of)
+        )
         result, params, _ = _align_tables(
-            tables[i], tables[towards], spatial_key=spatial_key, **{name: options[name] for name in _TABLE_OPTIONS}
+            tables[i],
+            tables[towards],
+            source_scale=source_scale,
+            spatial_key=spatial_key,
+            **{name: options[name] for name in _TABLE_OPTIONS},
         )
         matrix, nonrigid = result.matrix, result.nonrigid
         if towards != reference:  # compose with the neighbour's path to the reference
@@ -302,6 +321,7 @@ def _align_tables(
     source: AnnData,
     target: AnnData,
     *,
+    source_scale: float,
     use_rep: str | None,
     target_rep: str | None,
     spatial_key: str,
@@ -343,7 +363,6 @@ def _align_tables(
     check_choice("dtype", dtype, ("float64", "float32"))
     if max_iter is None and tol <= 0 and rtol is None:
         raise ValueError("With `max_iter=None` the iterations stop on `tol` or `rtol`: give `tol > 0` or an `rtol`.")
-    source_scale = _unit_ratio(source, target)
     solver = {
         "n_landmarks": n_landmarks,
         "max_points": max_points,
@@ -420,9 +439,24 @@ def _coordinates(table: AnnData, spatial_key: str, which: str) -> np.ndarray:
     return xy
 
 
-def _unit_ratio(source: AnnData, target: AnnData) -> float:
-    """Source units → target units, when both tables say how many µm one unit is."""
-    source_um, target_um = source.uns.get(MICRONS_PER_UNIT_KEY), target.uns.get(MICRONS_PER_UNIT_KEY)
+def _unit_ratio(source: tuple, target: tuple) -> float:
+    """Source units → target units when both scales are known; a warning when only one is."""
+    from omiclip.pp._spot_geometry import check_positive, table_scale
+
+    scales = []
+    for (data, table, table_key, given), name in ((source, "microns_per_unit"), (target, "target_microns_per_unit")):
+        check_positive(given, f"`{name}`")
+        um = given if given is not None else table.uns.get(MICRONS_PER_UNIT_KEY)
+        scales.append(um if um is not None else table_scale(data, table, table_key)[0])
+    source_um, target_um = scales
+    if (source_um is None) != (target_um is None):
+        missing = "microns_per_unit" if source_um is None else "target_microns_per_unit"
+        warnings.warn(
+            f"Only one section's scale is known; taking both coordinates as the same units. If they are not, pass "
+            f"`{missing}=`.",
+            UserWarning,
+            stacklevel=3,
+        )
     if source_um is None or target_um is None:
         return 1.0
     return float(source_um) / float(target_um)

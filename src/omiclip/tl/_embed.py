@@ -128,7 +128,7 @@ def embed(
                 microns_per_unit=microns_per_unit,
             )
         table_key = tiles.table_key
-        adata = get_table(data, table_key)
+        adata = tiles.new_table if tiles.new_table is not None else get_table(data, table_key)
         if not tiles.obs_names.equals(adata.obs_names):
             raise ValueError("The tiles belong to other observations than the table: make them from this object.")
     key = embedding_key(modality, key_added)
@@ -166,6 +166,8 @@ def embed(
         details = {**tiles.params, "n_padded": tiles.n_padded}
 
     data = working_copy(data, copy)
+    if modality == "image" and tiles.new_table is not None and table_key not in data.tables:
+        data.tables[table_key] = tiles.new_table.copy()  # tiles with no table (LazySlide's): theirs, made here
     adata = get_table(data, table_key)
     adata.obsm[key] = embeddings
     used = {"precision_used": encoder.resolve_precision(precision)} if client is None else {}
