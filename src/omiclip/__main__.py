@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
         help="move the source embedding's mean onto the target's (default: only when --target-rep differs)",
     )
     align.add_argument("--mode", choices=["rigid", "nonrigid"], default="rigid")
+    align.add_argument(
+        "--flavor", choices=["loki", "omiclip"], default="loki", help="official algorithm or omiclip's, more accurate"
+    )
     align.add_argument("--key-added", default="spatial_aligned")
     align.add_argument("--max-points", type=int, default=5000)
     align.add_argument("--device", help="torch device (default: cuda if available)")
@@ -172,6 +175,7 @@ def _align(args) -> int:
         target_rep=args.target_rep,
         center=args.center,
         mode=args.mode,
+        flavor=args.flavor,
         key_added=args.key_added,
         max_points=args.max_points,
         device=args.device,

@@ -18,10 +18,16 @@ from omiclip._anndata import (
     record,
     working_copy,
 )
+from omiclip._core import align_omiclip
 from omiclip._core.cpd import apply_affine
 from omiclip._core.registration import Alignment, Scaling, align_points, chain
 
 Mode = Literal["rigid", "nonrigid"]
+Flavor = Literal["loki", "omiclip"]
+# outlier weight of each flavour when `w` is not given: the official 0, and omiclip's (spots missing on one side)
+_FLAVOR_W = {"loki": 0.0, "omiclip": 0.1}
+# the source's robust extent over the target's beyond which the omiclip flavour warns about units
+_EXTENT_RATIO_WARN = 1.5
 
 
 def align(
@@ -33,12 +39,13 @@ def align(
     spatial_key: str = "spatial",
     key_added: str = "spatial_aligned",
     mode: Mode = "rigid",
+    flavor: Flavor = "loki",
     n_pcs: int = 2,
     scaling: Scaling = "shared",
     center: bool | None = None,
     alpha: float = 0.5,
     beta: float = 2.0,
-    w: float = 0.0,
+    w: float | None = None,
     n_eig: int = 100,
     n_landmarks: int = 1000,
     max_points: int | None = 5000,
@@ -89,6 +96,12 @@ def align(
         to ``{key_added}_nonrigid``.
     mode
         ``"rigid"`` (official output) or ``"nonrigid"``.
+    flavor
+        ``"loki"``: the official algorithm. ``"omiclip"``: more accurate (see :mod:`omiclip._core.align_omiclip`
+        and ``docs/benchmarks.md``): both sections in the target's units with one robust length unit (``scaling``
+        is not used; the sections must be in the same units, or both tables must have ``uns["microns_per_unit"]``),
+        a σ² of its own for the coordinates and for each PC, an outlier weight ``w`` (default 0.1), and a rigid CPD
+        before the non-rigid one. Same outputs and keys.
     n_pcs
         Embedding principal components added to the coordinates (official: 2).
     scaling
@@ -104,7 +117,8 @@ def align(
     beta
         Width of the motion kernel in unit-scaled coordinates (official 2).
     w
-        Weight of the uniform outlier component, in [0, 1) (official 0).
+        Weight of the uniform outlier component, in [0, 1); default: the flavour's (``"loki"`` 0, the official
+        value; ``"omiclip"`` 0.1).
     n_eig
         Rank of the low-rank motion kernel (official 100).
     n_landmarks
@@ -155,6 +169,8 @@ def align(
     source_emb, target_emb = _features(source_table, target_table, use_rep, target_rep or use_rep, n_pcs)
     _check_choice("mode", mode, ("rigid", "nonrigid"))
     _check_choice("scaling", scaling, ("shared", "each"))
+    _check_choice("flavor", flavor, ("loki", "omiclip"))
+    w = _FLAVOR_W[flavor] if w is None else w
     if not 0 <= w < 1:
         raise ValueError(f"`w` must be in [0, 1), got {w}.")
     if max_iter < 1 or refine_iter < 0 or (max_points is not None and max_points < 3):
@@ -166,28 +182,28 @@ def align(
         center = use_rep is not None and (target_rep or use_rep) != use_rep
 
     start = logg.info(f"aligning {source_table.n_obs} source spots onto {target_table.n_obs} target spots")
-    result = align_points(
-        source_xy,
-        target_xy,
-        source_emb,
-        target_emb,
-        source_scale=source_scale,
-        n_pcs=n_pcs,
-        scaling=scaling,
-        center=center,
-        seed=seed,
-        alpha=alpha,
-        beta=beta,
-        w=w,
-        n_eig=n_eig,
-        n_landmarks=n_landmarks,
-        max_points=max_points,
-        max_iter=max_iter,
-        refine_iter=refine_iter,
-        tol=tol,
-        device=_device(device),
-        progress=progress,
-    )
+    options = {
+        "source_scale": source_scale,
+        "n_pcs": n_pcs,
+        "center": center,
+        "seed": seed,
+        "alpha": alpha,
+        "beta": beta,
+        "w": w,
+        "n_eig": n_eig,
+        "n_landmarks": n_landmarks,
+        "max_points": max_points,
+        "max_iter": max_iter,
+        "refine_iter": refine_iter,
+        "tol": tol,
+        "device": _device(device),
+        "progress": progress,
+    }
+    if flavor == "omiclip":
+        result, extent_ratio = align_omiclip.align_points(source_xy, target_xy, source_emb, target_emb, **options)
+        _warn_if_extents_differ(extent_ratio)
+    else:
+        result = align_points(source_xy, target_xy, source_emb, target_emb, scaling=scaling, **options)
     _warn_if_not_converged(result, max_iter)
 
     data = working_copy(source, copy)
@@ -196,8 +212,9 @@ def align(
         "use_rep": use_rep,
         "target_rep": target_rep or use_rep,
         "mode": mode,
+        "flavor": flavor,
         "n_pcs": n_pcs,
-        "scaling": scaling,
+        "scaling": scaling if flavor == "loki" else "target units, robust extent",
         "center": center,
         "alpha": alpha,
         "beta": beta,
@@ -254,7 +271,7 @@ def align_stack(
     spatial_key
         Coordinates in ``.obsm``.
     **kwargs
-        Passed to :func:`align` (``use_rep``, ``alpha``, ``max_points``, ``table_key``, …).
+        Passed to :func:`align` (``flavor``, ``use_rep``, ``alpha``, ``max_points``, ``table_key``, …).
 
     Returns
     -------
@@ -371,6 +388,17 @@ def _warn_if_not_converged(result: Alignment, max_iter: int) -> None:
         warnings.warn(
             f"CPD did not converge in {max_iter} iterations (σ² = {result.cpd.sigma2:.3g}); the result may be "
             "unfinished. Raise `max_iter` or loosen `tol`.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _warn_if_extents_differ(ratio: float) -> None:
+    if not 1 / _EXTENT_RATIO_WARN <= ratio <= _EXTENT_RATIO_WARN:
+        warnings.warn(
+            f"The source's extent is {ratio:.2f}× the target's, and flavor='omiclip' keeps both sections' sizes: are "
+            "they in the same units? Give both tables `uns['microns_per_unit']`, or use flavor='loki', which scales "
+            "each section on its own.",
             RuntimeWarning,
             stacklevel=3,
         )
