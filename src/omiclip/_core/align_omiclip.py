@@ -46,6 +46,9 @@ from omiclip._core.cpd import (
 )
 from omiclip._core.registration import Alignment
 
+# Points of each cloud in the rigid start: enough to place a section's outline and domains, 1/25 of the cost of
+# an iteration on 5,000-point subsets
+_COARSE_POINTS = 1000
 # The central 90 % of a uniform distribution spans 0.9 of its range: dividing by this gives the full extent.
 _ROBUST_QUANTILES = (0.05, 0.95)
 
@@ -130,9 +133,9 @@ class _Variances:
         return np.concatenate([np.full(g.stop - g.start, v) for g, v in zip(self.groups, self.values, strict=True)])
 
     def update(self, X, TY, P1, Pt1, PX) -> float:
-        """M-step of every σ²; returns the largest relative change."""
+        """M-step of every σ²; returns the relative change of the coordinates' (the one CPD's criterion watches)."""
         new = np.array([_group_variance(X[:, g], TY[:, g], P1, Pt1, PX[:, g]) for g in self.groups])
-        change = float(np.max(np.abs(new - self.values) / self.values))
+        change = float(abs(new[0] - self.values[0]) / self.values[0])
         self.values = np.maximum(new, self.floor)
         return change
 
@@ -285,8 +288,12 @@ def align_points(
     common = {"w": w, "tol": tol, "block_size": block_size, "device": device, "progress": progress}
     source_sub, target_sub = _subsample(clouds.source, max_points, rng), _subsample(clouds.target, max_points, rng)
 
-    # 1. rigid CPD from the matched centroids
-    start, variances, rigid_iterations = rigid_cpd(source_sub, target_sub, max_iter=max_iter, **common)
+    # 1. rigid CPD from the matched centroids, on coarser subsets: three parameters, and only a start for step 2
+    coarse_source, coarse_target = (
+        _subsample(source_sub, _COARSE_POINTS, rng),
+        _subsample(target_sub, _COARSE_POINTS, rng),
+    )
+    start, variances, rigid_iterations = rigid_cpd(coarse_source, coarse_target, max_iter=max_iter, **common)
     # 2. non-rigid CPD from the rigid result (on subsets, then a few iterations on all points)
     nonrigid = dict(alpha=alpha, beta=beta, n_eig=n_eig, n_landmarks=n_landmarks, rng=rng, **common)
     moved_sub = _moved(source_sub, start)  # σ² go on from the rigid fit's (restarting them only costs iterations)
