@@ -39,7 +39,7 @@ def worker_memory() -> dict:
 
 
 def load_model(model) -> None:
-    from omiclip._core import distributed
+    from omiclip.tl import _distributed as distributed
 
     distributed.worker_encoder(model)
 
@@ -110,7 +110,7 @@ def embed(sdata, tiles, args, client=None) -> tuple[np.ndarray, dict]:
 
 
 def on_cluster(client, label, side, sdata, tiles, reference, args) -> dict:
-    from omiclip._core import distributed
+    from omiclip.tl import _distributed as distributed
 
     model = distributed.worker_model(args.model, checkpoint=args.checkpoint, device=args.device)
     client.run(load_model, model)  # steady state: the model is loaded on every worker before timing

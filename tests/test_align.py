@@ -92,7 +92,7 @@ class TestAlign:
         source = moved_copy(target, rotation(15, (150, -80)))
         oc.tl.align(source, target, use_rep="X_pca", progress=False)
         assert error_um(source.obsm["spatial_aligned"], target.obsm["spatial"]) < 0.1 * SPOT_UM
-        matrix = source.uns["omiclip"]["align"]["matrix"]
+        matrix = source.uns["omiclip"]["align"]["spatial_aligned"]["matrix"]
         np.testing.assert_allclose(matrix, np.linalg.inv(rotation(15, (150, -80))), atol=1e-2)
 
     def test_identical_sections_stay_put(self, pair):
@@ -128,9 +128,10 @@ class TestAlign:
         pcs = target.obsm["X_pca"]
         source.obsm["X_other"] = pcs + 2 * pcs.std(0)  # two standard deviations along every PC
         kwargs = {"use_rep": "X_other", "target_rep": "X_pca", "progress": False, "copy": True}
-        centred = oc.tl.align(source, target, **kwargs)  # default for two representations: centre
-        raw = oc.tl.align(source, target, center=False, **kwargs)
-        assert centred.uns["omiclip"]["align"]["center"] and not raw.uns["omiclip"]["align"]["center"]
+        centred = oc.tl.align(source, target, center=True, **kwargs)
+        raw = oc.tl.align(source, target, **kwargs)  # official default: never centred, also across modalities
+        assert centred.uns["omiclip"]["align"]["spatial_aligned"]["center"]
+        assert not raw.uns["omiclip"]["align"]["spatial_aligned"]["center"]
         assert error_um(centred.obsm["spatial_aligned"], target.obsm["spatial"]) < 0.1 * SPOT_UM
         assert error_um(raw.obsm["spatial_aligned"], target.obsm["spatial"]) > SPOT_UM
 
@@ -225,7 +226,7 @@ class TestAlign:
         source, target = (table.copy() for table in pair)
         with pytest.warns(RuntimeWarning, match=r"did not converge in 2 iterations \(σ² = "):
             oc.tl.align(source, target, use_rep="X_pca", max_iter=2, progress=False)
-        assert source.uns["omiclip"]["align"]["converged"] is False
+        assert source.uns["omiclip"]["align"]["spatial_aligned"]["converged"] is False
 
 
 class TestAlignStack:
@@ -239,7 +240,7 @@ class TestAlignStack:
         )
         for position, section in enumerate(sections):
             assert error_um(section.obsm["spatial_aligned"], target.obsm["spatial"]) < 0.1 * SPOT_UM
-            assert section.uns["omiclip"]["align"]["stack_position"] == position
+            assert section.uns["omiclip"]["align"]["spatial_aligned"]["stack_position"] == position
             np.testing.assert_allclose(section.obsm["spatial_aligned_3d"][:, 2], (position - 1) * 5.0)
 
     def test_needs_two_sections_and_a_valid_reference(self, pair):
@@ -318,3 +319,24 @@ def test_tiles_still_read_after_align(section):
     before = oc.pp.tiles(section, image_key="he").to_array()
     oc.tl.align(section, section, use_rep="X_pca", progress=False)
     np.testing.assert_array_equal(oc.pp.tiles(section, image_key="he").to_array(), before)
+
+
+def test_default_is_the_official_solver_and_switches_past_the_exact_kernel_limit(pair, monkeypatch):
+    """Official defaults (exact kernel, no cap, |Δσ²| <= 1e-9, float64); too large a source gets the scalable solver."""
+    source, target = pair
+    official = oc.tl.align(source, target, use_rep="X_pca", progress=False, copy=True)
+    exact = official.uns["omiclip"]["align"]["spatial_aligned"]
+    assert (exact["kernel"], exact["max_points"], exact["max_iter"], exact["tol"], exact["dtype"]) == (
+        "exact", "all", "none", 1e-9, "float64"
+    )  # fmt: skip
+    assert (exact["scaling"], exact["center"]) == ("each", False)
+    monkeypatch.setattr("omiclip.tl._align._EXACT_KERNEL_MAX_POINTS", source.n_obs - 1)
+    with pytest.warns(UserWarning, match=f"{source.n_obs:,} spots: the exact motion kernel"):
+        scaled = oc.tl.align(source, target, use_rep="X_pca", max_iter=50, progress=False, copy=True)
+    params = scaled.uns["omiclip"]["align"]["spatial_aligned"]
+    assert (params["kernel"], params["n_landmarks"], params["max_points"], params["max_iter"], params["rtol"]) == (
+        "nystrom", 1000, 5000, 50, 1e-5
+    )  # fmt: skip
+    truth = source.obsm["true_spatial"]
+    official_error = error_um(official.obsm["spatial_aligned"], truth)
+    assert error_um(scaled.obsm["spatial_aligned"], truth) < 1.2 * official_error + 0.1 * SPOT_UM

@@ -73,12 +73,20 @@ def test_same_keys_for_both_flavours_and_the_flavour_is_recorded(moved_section):
     }
     loki, omiclip = results["loki"], results["omiclip"]
     assert set(loki.obsm) == set(omiclip.obsm)
-    assert set(loki.uns["omiclip"]["align"]) == set(omiclip.uns["omiclip"]["align"])
-    assert loki.uns["omiclip"]["align"]["flavor"] == "loki" and loki.uns["omiclip"]["align"]["w"] == 0.0
-    assert omiclip.uns["omiclip"]["align"]["flavor"] == "omiclip" and omiclip.uns["omiclip"]["align"]["w"] == 0.1
+    assert set(loki.uns["omiclip"]["align"]["spatial_aligned"]) == set(
+        omiclip.uns["omiclip"]["align"]["spatial_aligned"]
+    )
+    assert (
+        loki.uns["omiclip"]["align"]["spatial_aligned"]["flavor"] == "loki"
+        and loki.uns["omiclip"]["align"]["spatial_aligned"]["w"] == 0.0
+    )
+    assert (
+        omiclip.uns["omiclip"]["align"]["spatial_aligned"]["flavor"] == "omiclip"
+        and omiclip.uns["omiclip"]["align"]["spatial_aligned"]["w"] == 0.1
+    )
     # the rigid output is the matrix applied to the source's coordinates, in both flavours
     for table in (loki, omiclip):
-        matrix = np.asarray(table.uns["omiclip"]["align"]["matrix"])
+        matrix = np.asarray(table.uns["omiclip"]["align"]["spatial_aligned"]["matrix"])
         xy = np.asarray(source.obsm["spatial"])
         np.testing.assert_allclose(xy @ matrix[:2, :2].T + matrix[:2, 2], table.obsm["spatial_aligned"], atol=1e-6)
     assert "spatial_aligned" not in source.obsm  # copy=True left the input alone
@@ -98,7 +106,7 @@ def test_align_stack_passes_the_flavour(moved_section):
     source, target = moved_section
     sections = [target.copy(), source.copy()]
     oc.tl.align_stack(sections, use_rep="X_pca", flavor="omiclip", progress=False)
-    assert sections[1].uns["omiclip"]["align"]["flavor"] == "omiclip"
+    assert sections[1].uns["omiclip"]["align"]["spatial_aligned"]["flavor"] == "omiclip"
     assert error_pitch(sections[1], "spatial_aligned") < 0.3
 
 
@@ -108,6 +116,6 @@ def test_cli_flavor(section, tmp_path):
     section.write(target)
     assert main(["align", str(source), str(target), "--use-rep", "none", "--flavor", "omiclip"]) == 0
     table = sd.read_zarr(source).tables["table"]
-    assert table.uns["omiclip"]["align"]["flavor"] == "omiclip"
+    assert table.uns["omiclip"]["align"]["spatial_aligned"]["flavor"] == "omiclip"
     xy = np.asarray(table.obsm["spatial"])
     assert np.abs(table.obsm["spatial_aligned"] - xy).max() < 1e-3 * np.ptp(xy)  # a section onto itself stays

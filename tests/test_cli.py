@@ -49,7 +49,9 @@ def test_align_moves_the_source_store(section, store, tmp_path):
     assert main(["align", store, str(target), "--center"]) == 0
     moved = sd.read_zarr(store)
     assert moved.tables["table"].obsm["spatial_aligned"].shape == (moved.tables["table"].n_obs, 2)
-    assert moved.tables["table"].uns["omiclip"]["align"]["center"]  # the default for one representation is False
+    assert moved.tables["table"].uns["omiclip"]["align"]["spatial_aligned"][
+        "center"
+    ]  # the default for one representation is False
     assert "aligned" in sd.transformations.get_transformation(moved.shapes["spots"], get_all=True)
     assert "spatial_aligned" not in sd.read_zarr(target).tables["table"].obsm  # the target is read only
 

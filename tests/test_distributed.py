@@ -61,7 +61,7 @@ class TestEmbedOnCluster:
         assert record == dict(expected.uns["omiclip"]["embed"]["X_omiclip_image"])
 
     def test_grid_embeddings_and_each_worker_loads_the_model_once(self, store, client, tiny, local):
-        from omiclip._core import distributed
+        from omiclip.tl import _distributed as distributed
 
         def mark_models():  # runs on each worker
             for encoder in distributed._models.values():

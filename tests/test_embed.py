@@ -57,7 +57,7 @@ def test_missing_sentences_says_what_to_run(spots, tiny):
 
 
 def test_bad_arguments(with_sentences, tiny):
-    with pytest.raises(ValueError, match="modality must be"):
+    with pytest.raises(ValueError, match="`modality` must be one of"):
         oc.tl.embed(with_sentences, modality="audio", model=tiny)
     with pytest.raises(ValueError, match="checkpoint` applies to a model name"):
         oc.tl.embed(with_sentences, model=tiny, checkpoint="x.pt")

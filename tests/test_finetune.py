@@ -42,7 +42,7 @@ def test_resume_repeats_the_uninterrupted_run(small_section, tiny, tmp_path, mon
     # the model passed in is not modified
     for name, weight in _weights(tiny).items():
         assert torch.equal(weight, before[name]), name
-    assert small_section.tables["table"].uns["omiclip"]["finetune"]["epochs"] == 3
+    assert small_section.tables["table"].uns["omiclip"]["finetune"]["omiclip-tiny"]["epochs"] == 3
 
 
 def test_checkpoint_reloads_and_freeze(small_section, tiny, tmp_path):
@@ -66,8 +66,9 @@ def test_checkpoint_reloads_and_freeze(small_section, tiny, tmp_path):
 def test_errors(small_section, tiny, tmp_path):
     with pytest.raises(ValueError, match="freeze"):
         oc.tl.finetune(small_section, model=tiny, freeze="both")
-    for bad in ({"lr": -1.0}, {"lr": float("nan")}, {"weight_decay": -0.1}, {"warmup": -1}):
-        with pytest.raises(ValueError, match="finite `lr` > 0"):
+    for bad in ({"lr": -1.0}, {"lr": float("nan")}, {"weight_decay": -0.1}, {"warmup": -1}, {"warmup": 1.5}):
+        (name,) = bad
+        with pytest.raises(ValueError, match=f"`{name}` must be"):
             oc.tl.finetune(small_section, model=tiny, **bad)
     bare = working_copy(small_section, copy=True)
     del bare.tables["table"].obs["gene_sentence"]

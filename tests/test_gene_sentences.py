@@ -33,10 +33,11 @@ class TestRanking:
             dtype=np.float32,
         )
         adata = _adata(x, genes)
+        # pad=False: the default is now the official padding (tested below)
         with pytest.warns(UserWarning, match="1 of 3 observations have no expressed"):
-            oc.pp.gene_sentences(adata, n_genes=3, exclude=None)
+            oc.pp.gene_sentences(adata, n_genes=3, exclude=None, pad=False)
         assert adata.obs["gene_sentence"].tolist() == ["B D F", "", "A"]
-        np.testing.assert_array_equal(adata.uns["omiclip"]["gene_sentences"]["n_genes_kept"], [3, 0, 1])
+        np.testing.assert_array_equal(adata.obs["gene_sentence_n_expressed"], [3, 0, 1])
 
     def test_padding_reproduces_official_rule(self):
         genes = ["A", "B", "C", "D", "E", "F"]
@@ -44,6 +45,29 @@ class TestRanking:
         adata = _adata(x, genes)
         oc.pp.gene_sentences(adata, n_genes=4, exclude=None, pad=True)
         assert adata.obs["gene_sentence"].tolist() == ["B D F C", "A B C D"]
+
+    def test_padding_is_the_default_and_skips_excluded_genes(self):
+        # official: drop excluded genes, then nlargest(n) per row over all remaining genes, zeros in var order
+        genes = ["GAPDH", "KRT8", "MT-CO1", "EPCAM", "KRT19", "MS4A1", "ACTB", "PTPRC"]  # GAPDH, ACTB: housekeeping
+        x = np.array(
+            [
+                [9, 0, 7, 0, 2, 0, 5, 0],  # one gene after exclusions: padded with KRT8 EPCAM (zeros, var order)
+                [0, 0, 0, 0, 0, 0, 0, 0],  # nothing expressed: padding only
+                [0, 1, 0, 4, 1, 3, 0, 0],  # four expressed (tie KRT8/KRT19 at 1 in var order): no padding
+                [0, 0, 0, 0, 0, 0, 0, 6],  # the last gene expressed: it comes first, then the zeros in var order
+            ],
+            dtype=np.float32,
+        )
+        adata = _adata(sparse.csr_matrix(x), genes)
+        with pytest.warns(UserWarning, match="1 of 4 observations .* padding only"):
+            oc.pp.gene_sentences(adata, n_genes=3)
+        expected = ["KRT19 KRT8 EPCAM", "KRT8 EPCAM KRT19", "EPCAM MS4A1 KRT8", "PTPRC KRT8 EPCAM"]
+        assert adata.obs["gene_sentence"].tolist() == expected
+        np.testing.assert_array_equal(adata.obs["gene_sentence_n_expressed"], [1, 0, 3, 1])
+        # ties at the lowest value: the padding genes; in row 2 KRT8, chosen over KRT19 (both 1) by var order
+        np.testing.assert_array_equal(adata.obs["gene_sentence_n_ties"], [2, 3, 1, 2])
+        np.testing.assert_array_equal(adata.obs["gene_sentence_n_ties_in_context"], [2, 3, 1, 2])
+        assert adata.uns["omiclip"]["gene_sentences"]["gene_sentence"]["pad"] is True
 
     @pytest.mark.parametrize("fmt", ["dense", "csr", "csc"])
     @pytest.mark.parametrize("pad", [False, True])
@@ -65,7 +89,7 @@ class TestRanking:
     def test_unsorted_csr_indices_and_small_chunks(self, monkeypatch):
         rng = np.random.default_rng(1)
         dense = rng.poisson(1.0, size=(30, 25)).astype(np.float64)
-        expected = core.top_genes(dense, 7, excluded=np.zeros(25, bool))
+        expected = core.top_genes(dense, 7, excluded=np.zeros(25, bool)).columns
         shuffled = sparse.csr_matrix(dense)
         for row in range(30):  # reverse the column order inside every row
             lo, hi = shuffled.indptr[row], shuffled.indptr[row + 1]
@@ -73,7 +97,7 @@ class TestRanking:
             shuffled.data[lo:hi] = shuffled.data[lo:hi][::-1].copy()
         shuffled.has_sorted_indices = False
         monkeypatch.setattr(core, "_CHUNK_ELEMENTS", 17)
-        np.testing.assert_array_equal(core.top_genes(shuffled, 7, excluded=np.zeros(25, bool)), expected)
+        np.testing.assert_array_equal(core.top_genes(shuffled, 7, excluded=np.zeros(25, bool)).columns, expected)
 
     def test_normalisation_does_not_change_sentences(self, spots):
         import scanpy as sc
@@ -163,15 +187,14 @@ class TestWriting:
         adata.layers["counts"] = np.array([[0, 2, 1], [1, 0, 0]], dtype=np.float32)
         result = oc.pp.gene_sentences(adata, layer="counts", key_added="sentence", copy=True)
         assert "sentence" not in adata.obs and "omiclip" not in adata.uns
-        assert result.obs["sentence"].tolist() == ["B C", "A"]
-        record = result.uns["omiclip"]["gene_sentences"]
+        assert result.obs["sentence"].tolist() == ["B C A", "A B C"]  # padded with zero-count genes (official)
+        record = result.uns["omiclip"]["gene_sentences"]["sentence"]
         assert record["layer"] == "counts" and record["n_genes"] == 50 and record["key_added"] == "sentence"
 
     def test_genes_in_context_counts_survivors(self, spots):
         oc.pp.gene_sentences(spots)
-        record = spots.uns["omiclip"]["gene_sentences"]
         expected = oc.models.genes_in_context(spots.obs["gene_sentence"])
-        np.testing.assert_array_equal(record["n_genes_in_context"], expected)
+        np.testing.assert_array_equal(spots.obs["gene_sentence_n_in_context"], expected)
         assert 15 <= np.median(expected) < 50  # the official tokenizer cuts 50-gene sentences
 
     def test_spatialdata_table(self, section):
@@ -191,4 +214,4 @@ def test_duplicate_entries_and_missing_symbols():
     adata.var["symbol"] = ["EPCAM", np.nan, np.nan]  # unmapped IDs are never chosen, and are no duplicates
     oc.pp.gene_sentences(adata, gene_symbols="symbol", exclude=(g for g in ["KRT8"]))
     assert adata.obs["gene_sentence"].iloc[0] == "EPCAM"
-    assert adata.uns["omiclip"]["gene_sentences"]["exclude"] == ["KRT8"]
+    assert adata.uns["omiclip"]["gene_sentences"]["gene_sentence"]["exclude"] == ["KRT8"]

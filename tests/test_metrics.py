@@ -71,10 +71,29 @@ class TestScores:
         assert oc.metrics.ssim(x, x) == pytest.approx(1.0)
         y = x + rng.normal(0, 0.2, x.shape)
         top = max(x.max(), y.max())
-        assert oc.metrics.ssim(x, y) == pytest.approx(
+        assert oc.metrics.ssim(x, y, method="windowed") == pytest.approx(
             structural_similarity(x / top, y / top, data_range=1.0, win_size=7)
         )
-        assert oc.metrics.ssim(x, y) < oc.metrics.ssim(x, x + rng.normal(0, 0.01, x.shape))
+        for method in ("global", "windowed"):
+            closer = x + rng.normal(0, 0.01, x.shape)
+            assert oc.metrics.ssim(x, y, method=method) < oc.metrics.ssim(x, closer, method=method)
+
+    def test_ssim_default_is_eq_25_with_global_statistics(self):
+        """Eq. 25 by hand on a 2×2 map pair (each map divided by its maximum, C1 = 1e-4, C2 = 9e-4)."""
+        x = np.array([[0.0, 1.0], [2.0, 4.0]])  # / 4 -> 0, .25, .5, 1: mean .4375, var .1367..
+        y = np.array([[1.0, 1.0], [3.0, 2.0]])  # / 3 -> 1/3, 1/3, 1, 2/3: mean .5833.., var .0763..
+        a, b = x.ravel() / 4, y.ravel() / 3
+        mu_a, mu_b = a.mean(), b.mean()
+        cov = ((a - mu_a) * (b - mu_b)).mean()
+        expected = (
+            (2 * mu_a * mu_b + 1e-4) * (2 * cov + 9e-4) / ((mu_a**2 + mu_b**2 + 1e-4) * (a.var() + b.var() + 9e-4))
+        )
+        assert oc.metrics.ssim(x, y) == pytest.approx(expected, rel=1e-12)
+        assert oc.metrics.ssim(x.ravel(), y.ravel()) == pytest.approx(expected, rel=1e-12)  # any shape
+        # a smooth map and a noisy copy: the global SSIM is high, the windowed one (local statistics) much lower
+        grid = np.add.outer(np.linspace(0, 1, 30), np.linspace(0, 1, 30))
+        noisy = grid + np.random.default_rng(0).normal(0, 0.3, grid.shape).clip(-grid, None)
+        assert oc.metrics.ssim(grid, noisy) > oc.metrics.ssim(grid, noisy, method="windowed") + 0.3
 
     def test_impact_score_by_hand(self):
         # three methods: the best has the lowest JS and the highest SSIM

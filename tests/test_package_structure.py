@@ -1,29 +1,54 @@
-"""Conventions every public pp/tl function follows (after scanpy's test_package_structure)."""
+"""Conventions every public pp/tl/pl function follows (after scanpy's test_package_structure)."""
 
 import inspect
 from types import FunctionType
 
 import pytest
-from anndata import AnnData
 
 import omiclip as oc
 
 PUBLIC_FUNCTIONS = [
     pytest.param(getattr(module, name), id=f"{module.__name__.split('.')[-1]}.{name}")
-    for module in (oc.pp, oc.tl)
+    for module in (oc.pp, oc.tl, oc.pl)
     for name in module.__all__
     if isinstance(getattr(module, name), FunctionType)
 ]
+DATA = "AnnData | SpatialData"
+# the first parameter's type where it is not one AnnData or SpatialData object
+OTHER_DATA = {
+    "align_stack": f"Sequence[{DATA}]",
+    "alignment_stack": f"Sequence[{DATA}]",
+    "embed_cohort": "Sequence[str | os.PathLike] | str | os.PathLike",
+    "finetune": "SpatialData | Sequence[SpatialData]",
+    "pcs_as_rgb": "np.ndarray",
+}
 
 
 def test_there_are_functions_to_check():
-    assert len(PUBLIC_FUNCTIONS) >= 2
+    assert len(PUBLIC_FUNCTIONS) >= 20
 
 
 @pytest.mark.parametrize("func", PUBLIC_FUNCTIONS)
 def test_first_parameter_is_the_data(func):
     first = next(iter(inspect.signature(func).parameters))
-    assert first in {"adata", "data", "sdata", "query", "source", "spatial", "sections"}
+    assert first in {"adata", "data", "sdata", "query", "source", "spatial", "sections", "embedding"}
+
+
+@pytest.mark.parametrize("func", PUBLIC_FUNCTIONS)
+def test_the_data_is_typed(func):
+    data = next(iter(inspect.signature(func).parameters.values()))
+    assert data.annotation == OTHER_DATA.get(func.__name__, DATA)
+    if func.__name__ in OTHER_DATA:
+        return
+    # a second data argument (the reference, the target) is typed alike
+    second = list(inspect.signature(func).parameters.values())[1]
+    if second.kind is second.POSITIONAL_OR_KEYWORD and second.name in {"reference", "target"}:
+        assert second.annotation == DATA
+
+
+@pytest.mark.parametrize("func", PUBLIC_FUNCTIONS)
+def test_return_is_annotated(func):
+    assert inspect.signature(func).return_annotation is not inspect.Signature.empty
 
 
 @pytest.mark.parametrize("func", PUBLIC_FUNCTIONS)
@@ -35,13 +60,15 @@ def test_at_most_three_positional_parameters(func):
 
 
 @pytest.mark.parametrize("func", PUBLIC_FUNCTIONS)
-def test_copy_is_keyword_only_and_returns_anndata_or_none(func):
-    params = inspect.signature(func).parameters
-    if "copy" not in params:
+def test_copy_is_keyword_only_and_returns_what_was_given(func):
+    signature = inspect.signature(func)
+    if "copy" not in signature.parameters:
         return
-    assert params["copy"].kind is inspect.Parameter.KEYWORD_ONLY
-    assert params["copy"].default is False
-    assert inspect.signature(func).return_annotation in {"AnnData | None", AnnData | None}
+    assert signature.parameters["copy"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert signature.parameters["copy"].default is False
+    # a copy of the data comes back: SpatialData for SpatialData
+    assert next(iter(signature.parameters.values())).annotation == DATA
+    assert signature.return_annotation == f"{DATA} | None"
 
 
 @pytest.mark.parametrize("func", PUBLIC_FUNCTIONS)
@@ -56,9 +83,10 @@ def test_docstring_documents_every_parameter_and_what_is_written(func):
         for name in line.split(",")
     }
     assert set(inspect.signature(func).parameters) <= documented
+    assert "{" not in "".join(line for line in section.splitlines() if line and not line[0].isspace())
 
 
 def test_top_level_namespaces():
-    for name in ("pp", "tl", "models", "datasets"):
+    for name in ("pp", "tl", "pl", "models", "datasets"):
         assert hasattr(oc, name)
     assert oc.__version__

@@ -37,7 +37,7 @@ class TestRetrieve:
         assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
         expected = query.obsm["X_omiclip_image"] @ reference.obsm["X_omiclip_text"].T
         np.testing.assert_allclose(scores, np.take_along_axis(expected, found, axis=1), atol=1e-5)
-        names = query.uns["omiclip"]["retrieve"]["reference_obs_names"]
+        names = query.uns["omiclip"]["retrieve"]["omiclip_retrieved"]["reference_obs_names"]
         assert names[found[3, 0]] == f"ref{truth[3]}"
 
     def test_exact_top_k_is_the_sorted_similarity(self, paired):
@@ -51,7 +51,7 @@ class TestRetrieve:
 
     def test_errors(self, paired):
         query, reference, _ = paired
-        with pytest.raises(ValueError, match="between 1 and the reference size"):
+        with pytest.raises(ValueError, match=r"`k` must be an integer in \[1, 40\], got 41"):
             oc.tl.retrieve(query, reference, k=41)
         for bad in (0, -1):
             with pytest.raises(ValueError, match="`block_size` must be a positive integer"):
@@ -120,9 +120,9 @@ class TestPredex:
         query, reference = small
         with pytest.raises(KeyError, match="not in the reference"):
             oc.tl.predex(query, reference, genes=["G1", "NOPE"])
-        with pytest.raises(ValueError, match="between 1 and the reference size"):
+        with pytest.raises(ValueError, match=r"`k` must be an integer in \[1, 3\], got 4"):
             oc.tl.predex(query, reference, k=4)
-        with pytest.raises(ValueError, match="positive `temperature`"):
+        with pytest.raises(ValueError, match="`temperature` must be a finite number > 0"):
             oc.tl.predex(query, reference, weighting="softmax", temperature=0)
         with pytest.raises(ValueError, match="`block_size` must be a positive integer"):
             oc.tl.predex(query, reference, block_size=-1)

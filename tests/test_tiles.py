@@ -90,7 +90,7 @@ class TestSpotTiles:
             oc.pp.tiles(section, image_key="nope")
         table = section.tables["table"]
         del table.uns["microns_per_unit"]
-        with pytest.raises(ValueError, match="physical scale is unknown"):
+        with pytest.raises(ValueError, match="physical scale of .spots. is unknown"):
             oc.pp.tiles(section)
         table.uns["microns_per_unit"] = 1.0
         table.obsm["spatial"] = table.obsm["spatial"]  # shapes are what count: move them off the image
@@ -155,17 +155,54 @@ def test_pyramid_level_near_the_target_is_read_as_is():
     assert tiles.params["window_px"] == tiles.params["tile_px"] == 18
 
 
+def _like_he(section, array):
+    """An image placed as the section's H&E (same transformations)."""
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import get_transformation
+
+    transformations = get_transformation(section.images["he"], get_all=True)
+    return Image2DModel.parse(array, dims=("c", "y", "x"), transformations=transformations)
+
+
 class TestBadImages:
     def test_wrong_axes_and_dtype(self, section):
         from spatialdata.models import Image2DModel
 
         gray = np.zeros((1, 64, 64), dtype=np.uint8)
         section.images["gray"] = Image2DModel.parse(gray, dims=("c", "y", "x"))
-        with pytest.raises(ValueError, match="RGB with axes"):
+        with pytest.raises(ValueError, match="RGB or RGBA with axes"):
             oc.pp.tiles(section, image_key="gray")
-        section.images["float"] = Image2DModel.parse(np.zeros((3, 64, 64), dtype=np.float32), dims=("c", "y", "x"))
-        with pytest.raises(ValueError, match="uint8"):
-            oc.pp.tiles(section, image_key="float")
+        section.images["u16"] = Image2DModel.parse(np.zeros((3, 64, 64), dtype=np.uint16), dims=("c", "y", "x"))
+        with pytest.raises(ValueError, match="uint8 or float"):
+            oc.pp.tiles(section, image_key="u16")
+
+    def test_yxc_read_as_cyx_is_named(self, section):
+        from spatialdata.models import Image2DModel
+
+        section.images["mixed"] = Image2DModel.parse(np.zeros((600, 600, 3), np.uint8), dims=("c", "y", "x"))
+        with pytest.raises(ValueError, match=r"that is a \(y, x, c\) image read with the wrong axes"):
+            oc.pp.tiles(section, image_key="mixed")
+
+    def test_float_images_in_0_255_are_not_clipped(self, section):
+        he = section.images["he"]["scale0"]["image"].values
+        section.images["f255"] = _like_he(section, he.astype(np.float32))
+        section.images["f01"] = _like_he(section, he.astype(np.float32) / 255)
+        reference = oc.pp.tiles(section, image_key="he", um_per_px=None).to_array()
+        for key in ("f255", "f01"):
+            np.testing.assert_array_equal(oc.pp.tiles(section, image_key=key, um_per_px=None).to_array(), reference)
+
+    def test_rgba_alpha_is_respected(self, section):
+        he = section.images["he"]["scale0"]["image"].values
+        opaque = np.concatenate([he, np.full((1, *he.shape[1:]), 255, np.uint8)])
+        section.images["opaque"] = _like_he(section, opaque)
+        reference = oc.pp.tiles(section, image_key="he", um_per_px=None).to_array()
+        np.testing.assert_array_equal(oc.pp.tiles(section, image_key="opaque", um_per_px=None).to_array(), reference)
+        transparent = opaque.copy()
+        transparent[3] = 0  # a fully transparent image: nothing there, read as background, and flagged
+        section.images["transparent"] = _like_he(section, transparent)
+        with pytest.warns(UserWarning, match=r"of \d+ tiles checked .* are one flat colour"):
+            tiles = oc.pp.tiles(section, image_key="transparent", um_per_px=None)
+        assert (tiles.to_array() == 255).all()
 
     def test_no_transformation_between_spots_and_image(self, section):
         from spatialdata.transformations import Identity, remove_transformation, set_transformation
@@ -191,9 +228,13 @@ def test_visium_anndata_float_and_bad_images():
     adata.obsm["spatial"] = np.array([[100.0, 100.0]])
     scalefactors = {"tissue_hires_scalef": 0.5, "spot_diameter_fullres": 20.0}
     adata.uns["spatial"] = {"lib": {"images": {"hires": np.full((80, 80, 3), 0.5)}, "scalefactors": scalefactors}}
-    assert (oc.pp.tiles(adata).to_array() == 128).all()  # float [0, 1] images are scaled to uint8
+    with pytest.warns(UserWarning, match="1 of 1 tiles checked"):  # a flat image, flagged
+        assert (oc.pp.tiles(adata).to_array() == 128).all()  # float [0, 1] images are scaled to uint8
     adata.uns["spatial"]["lib"]["images"]["hires"] = np.zeros((80, 80), dtype=np.uint8)
     with pytest.raises(ValueError, match="must be RGB"):
+        oc.pp.tiles(adata)
+    adata.uns["spatial"]["lib"]["images"]["hires"] = np.zeros((3, 80, 80), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"that is \(c, y, x\), but scanpy's layout is \(y, x, c\)"):
         oc.pp.tiles(adata)
     adata.uns["spatial"]["lib"]["images"]["hires"] = np.zeros((80, 80, 3), dtype=np.uint16)
     with pytest.raises(ValueError, match="uint8 or float"):

@@ -6,7 +6,14 @@ import argparse
 import json
 import sys
 
+from omiclip._anndata import table_name
+from omiclip._keys import ALIGNED_KEY, SENTENCE_KEY, embedding_key
+
 EPILOG = "Results are written back into the stores element by element; a failure leaves every stored element intact."
+TRUST_HELP = (
+    "read a checkpoint that is not plain weights by full unpickling, which runs whatever code the file names: "
+    "only for files from a source you trust (default: weights only; such files are refused)"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omiclip", description="OmiCLIP / Loki for scverse.", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     embed = commands.add_parser("embed", help="embed a store's spots: gene sentences or H&E tiles", epilog=EPILOG)
@@ -35,7 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--image-key", help="image element (image modality; default: the only one)")
     embed.add_argument("--table", help="table element (default: the only one)")
     embed.add_argument("--batch-size", type=int, default=64)
-    embed.add_argument("--key-added", help="obsm key (default X_omiclip_{modality})")
+    embed.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        default="fp32",
+        help="fp32 (official, default); bf16: bfloat16 weights on CPU, autocast on CUDA; fp16: autocast on CUDA; "
+        "auto: bf16 on CUDA and on CPUs with native bf16 (AMX/AVX-512 BF16), else fp32",
+    )
+    embed.add_argument("--key-added", help=f"obsm key (default {embedding_key('{modality}')})")
     embed.set_defaults(run=_embed)
 
     finetune = commands.add_parser("finetune", help="fine-tune on the (tile, sentence) pairs of stores", epilog=EPILOG)
@@ -52,8 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     align = commands.add_parser(
         "align",
         help="align SOURCE onto TARGET (Loki Align); writes SOURCE's table and shapes",
-        epilog="Writes the source table (obsm spatial_aligned, uns omiclip/align with the 3×3 matrix) and the "
-        "source's shapes (a transformation to the 'aligned' coordinate system). " + EPILOG,
+        epilog="Writes the source table (obsm spatial_aligned, uns omiclip/align/spatial_aligned with the 3×3 matrix) "
+        "and a transformation to the 'aligned' coordinate system for each of the source's elements (shapes, images, "
+        "labels, points). " + EPILOG,
     )
     align.add_argument("source", help="SpatialData zarr store to move")
     align.add_argument("target", help="SpatialData zarr store that stays put (read only)")
@@ -62,14 +78,17 @@ def _parser() -> argparse.ArgumentParser:
     align.add_argument(
         "--center",
         action=argparse.BooleanOptionalAction,
-        help="move the source embedding's mean onto the target's (default: only when --target-rep differs)",
+        default=False,
+        help="move the source embedding's mean onto the target's (recommended for H&E→ST; official: off)",
     )
     align.add_argument("--mode", choices=["rigid", "nonrigid"], default="rigid")
     align.add_argument(
         "--flavor", choices=["loki", "omiclip"], default="loki", help="official algorithm or omiclip's, more accurate"
     )
-    align.add_argument("--key-added", default="spatial_aligned")
-    align.add_argument("--max-points", type=int, default=5000)
+    align.add_argument("--key-added", default=ALIGNED_KEY)
+    align.add_argument(
+        "--max-points", type=int, help="EM on random subsets of at most this many points (default: all, official)"
+    )
     align.add_argument("--device", help="torch device (default: cuda if available)")
     align.set_defaults(run=_align)
 
@@ -88,6 +107,13 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint", help="local checkpoint (default: $OMICLIP_CHECKPOINT or ~/.cache/omiclip/checkpoint.pt)"
     )
     parser.add_argument("--device", help="torch device (default: cuda if available)")
+    parser.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("omiclip")
 
 
 def _read(path: str):
@@ -100,33 +126,27 @@ def _read(path: str):
     return sd.read_zarr(path)
 
 
-def _table_name(sdata, table: str | None) -> str:
-    names = list(sdata.tables)
-    if table is None:
-        if len(names) != 1:
-            raise ValueError(f"The store has {len(names)} tables ({names}); choose one with --table.")
-        return names[0]
-    if table not in names:
-        raise KeyError(f"Table {table!r} not found; tables: {names}.")
-    return table
-
-
 def _embed(args) -> int:
     import omiclip as oc
     from omiclip.io import write_elements
 
     sdata = _read(args.store)
-    table = _table_name(sdata, args.table)
-    if args.modality == "text" and "gene_sentence" not in sdata.tables[table].obs:
+    table = table_name(sdata, args.table, option="--table")
+    if args.modality == "text" and SENTENCE_KEY not in sdata.tables[table].obs:
         oc.pp.gene_sentences(sdata, table_key=table)
+    model, checkpoint = args.model, args.checkpoint
+    if args.trust_checkpoint:  # the one way to read an untrusted-format file: load it here, by explicit opt-in
+        model = oc.models.load(model, checkpoint=checkpoint, device=args.device, trust_checkpoint=True)
+        checkpoint = None
     oc.tl.embed(
         sdata,
         modality=args.modality,
-        model=args.model,
-        checkpoint=args.checkpoint,
+        model=model,
+        checkpoint=checkpoint,
         image_key=args.image_key,
         batch_size=args.batch_size,
         device=args.device,
+        precision=args.precision,
         key_added=args.key_added,
         table_key=table,
     )
@@ -143,7 +163,7 @@ def _finetune(args) -> int:
     sections = [_read(path) for path in args.stores]
     for sdata in sections:
         for table in sdata.tables:
-            if "gene_sentence" not in sdata.tables[table].obs:
+            if SENTENCE_KEY not in sdata.tables[table].obs:
                 oc.pp.gene_sentences(sdata, table_key=table)
     oc.tl.finetune(
         sections if len(sections) > 1 else sections[0],
@@ -156,6 +176,7 @@ def _finetune(args) -> int:
         seed=args.seed,
         device=args.device,
         save=args.out,
+        trust_checkpoint=args.trust_checkpoint,
     )
     print(f"wrote {args.out}")
     return 0
@@ -166,7 +187,7 @@ def _align(args) -> int:
     from omiclip.io import write_elements
 
     source, target = _read(args.source), _read(args.target)
-    table = _table_name(source, None)
+    table = table_name(source, None, option="--table")
     use_rep = None if args.use_rep.lower() == "none" else args.use_rep
     oc.tl.align(
         source,
@@ -180,8 +201,15 @@ def _align(args) -> int:
         max_points=args.max_points,
         device=args.device,
     )
+    # shapes are in memory and rewritten whole; images, labels and points are read lazily from the store, where
+    # only their transformations change
     write_elements(source, [table, *source.shapes])
-    print(f"wrote {args.source}: table {table!r} and shapes {list(source.shapes)}")
+    lazy = [name for kind in ("images", "labels", "points") for name in getattr(source, kind)]
+    for name in lazy:
+        source.write_transformations(name)
+    if lazy and source.has_consolidated_metadata():
+        source.write_consolidated_metadata()
+    print(f"wrote {args.source}: table {table!r}, shapes {list(source.shapes)} and the transformations of {lazy}")
     return 0
 
 

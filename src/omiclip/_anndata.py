@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
-UNS_KEY = "omiclip"
-SENTENCE_KEY = "gene_sentence"
-# µm per unit of a table's spatial coordinates (obsm["spatial"], its shapes); written by omiclip's readers
-MICRONS_PER_UNIT_KEY = "microns_per_unit"
-
-
-def embedding_key(modality: str, key_added: str | None = None) -> str:
-    """``.obsm`` key of an embedding: ``key_added`` or ``X_omiclip_{modality}``."""
-    return key_added or f"X_omiclip_{modality}"
-
-
-def record(adata: AnnData, step: str, params: dict[str, Any]) -> None:
-    """Store a step's parameters (and small results) in ``adata.uns["omiclip"][step]``."""
-    adata.uns.setdefault(UNS_KEY, {})[step] = params
-
 
 def is_spatialdata(data: Any) -> bool:
-    """Whether ``data`` is a SpatialData object (without importing spatialdata for AnnData inputs)."""
-    return type(data).__name__ == "SpatialData" and hasattr(data, "tables")
+    """Whether ``data`` is a SpatialData object or subclass (e.g. LazySlide's ``WSIData``), without importing it."""
+    return any(cls.__name__ == "SpatialData" for cls in type(data).__mro__) and hasattr(data, "tables")
 
 
 def get_table(data: AnnData | SpatialData, table_key: str | None = None) -> AnnData:
@@ -39,14 +25,19 @@ def get_table(data: AnnData | SpatialData, table_key: str | None = None) -> AnnD
         return data
     if not is_spatialdata(data):
         raise TypeError(f"Expected AnnData or SpatialData, got {type(data).__name__}.")
-    tables = list(data.tables)
+    return data.tables[table_name(data, table_key)]
+
+
+def table_name(sdata: SpatialData, table_key: str | None, *, option: str = "`table_key=`") -> str:
+    """The name of the table to work on: ``table_key``, or the only table; ``option`` names the argument."""
+    tables = list(sdata.tables)
     if table_key is None:
         if len(tables) != 1:
-            raise ValueError(f"SpatialData has {len(tables)} tables ({tables}); choose one with `table_key=`.")
-        table_key = tables[0]
-    if table_key not in data.tables:
+            raise ValueError(f"SpatialData has {len(tables)} tables ({tables}); choose one with {option}.")
+        return tables[0]
+    if table_key not in sdata.tables:
         raise KeyError(f"Table {table_key!r} not found in SpatialData; available: {tables}.")
-    return data.tables[table_key]
+    return table_key
 
 
 def working_copy(data: AnnData | SpatialData, copy: bool) -> AnnData | SpatialData:
@@ -76,16 +67,25 @@ def own_elements(sdata: SpatialData, kinds: tuple[str, ...] = ("images", "labels
     return {kind: {name: element.copy(deep=False) for name, element in getattr(sdata, kind).items()} for kind in kinds}
 
 
+def as_names(values) -> np.ndarray:
+    """Names kept in ``.uns`` (e.g. a reference's ``obs_names``) as a ``str`` array.
+
+    Written as strings and read back from zarr, they come as NumPy's ``StringDType``, which cannot be cast to
+    ``str`` directly; through Python objects it can.
+    """
+    return np.asarray(np.asarray(values, dtype=object).tolist(), dtype=str)
+
+
 def check_obs_key(adata: AnnData, key: str, *, made_by: str) -> None:
     """Raise the error that tells which function makes a missing ``.obs`` column."""
     if key not in adata.obs:
         raise KeyError(f"Did not find {key!r} in `.obs`. Run `{made_by}` first.")
 
 
-def check_not_empty(adata: AnnData) -> None:
-    """Zero observations is an error, not an empty result."""
+def check_not_empty(adata: AnnData, name: str = "the data") -> None:
+    """Zero observations is an error, not an empty result; ``name`` says whose (e.g. "the reference")."""
     if adata.n_obs == 0:
-        raise ValueError("The data has no observations (n_obs == 0).")
+        raise ValueError(f"{name[0].upper()}{name[1:]} has no observations (n_obs == 0).")
 
 
 def get_rep(adata: AnnData, use_rep: str, *, made_by: str = "oc.tl.embed") -> np.ndarray:
@@ -126,6 +126,41 @@ def get_coordinates(
     return xy[:, :2]
 
 
+class ReferencePair(NamedTuple):
+    """The tables and embeddings of a query and the reference it is compared with (:func:`reference_pair`)."""
+
+    query: AnnData
+    reference: AnnData
+    query_rep: np.ndarray | None
+    reference_rep: np.ndarray | None
+
+
+def reference_pair(
+    query: AnnData | SpatialData,
+    reference: AnnData | SpatialData,
+    use_rep: str | None,
+    reference_rep: str | None,
+    *,
+    table_key: str | None = None,
+    reference_table_key: str | None = None,
+    names: tuple[str, str] = ("the query", "the reference"),
+) -> ReferencePair:
+    """Two tables, both non-empty, with two embeddings of one dimension (``None`` reps: tables only).
+
+    ``names`` say which is which in the errors (e.g. ``("the source", "the target")``).
+    """
+    query_table = get_table(query, table_key)
+    reference_table = get_table(reference, reference_table_key)
+    check_not_empty(query_table, names[0])
+    check_not_empty(reference_table, names[1])
+    if use_rep is None or reference_rep is None:
+        return ReferencePair(query_table, reference_table, None, None)
+    query_emb = get_rep(query_table, use_rep)
+    reference_emb = get_rep(reference_table, reference_rep)
+    check_same_dim(query_emb, reference_emb, use_rep, reference_rep)
+    return ReferencePair(query_table, reference_table, query_emb, reference_emb)
+
+
 def check_same_dim(query: np.ndarray, reference: np.ndarray, query_rep: str, reference_rep: str) -> None:
     """Both embeddings must come from one embedding space."""
     if query.shape[1] != reference.shape[1]:
@@ -133,3 +168,26 @@ def check_same_dim(query: np.ndarray, reference: np.ndarray, query_rep: str, ref
             f"Embedding dimensions differ: {query_rep!r} has {query.shape[1]}, {reference_rep!r} has "
             f"{reference.shape[1]}. Embed both with the same model."
         )
+
+
+# zarr stores a DataFrame's columns as arrays named by the column, and a name cannot hold "/" (a path separator):
+# in ``.obsm`` frames omiclip writes "/" as the look-alike division slash, and readers turn it back
+_SLASH, _STORED_SLASH = "/", "\u2215"
+
+
+def obsm_frame(values: np.ndarray, adata: AnnData, names) -> pd.DataFrame:
+    """``values`` as a DataFrame for ``adata.obsm``: one column per name, named so that zarr can write it.
+
+    A "/" in a name (e.g. "CD4+/CD25 T Reg") is stored as "\u2215"; :func:`restore_names` turns it back.
+    """
+    names = [str(name) for name in names]
+    clashing = [name for name in names if _STORED_SLASH in name]
+    if clashing:
+        raise ValueError(f"Names may not hold the character {_STORED_SLASH!r} (U+2215), got {clashing[:3]}.")
+    stored = [name.replace(_SLASH, _STORED_SLASH) for name in names]
+    return pd.DataFrame(values, index=adata.obs_names, columns=stored)
+
+
+def restore_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """An ``.obsm`` frame written by :func:`obsm_frame` with its names as they were given."""
+    return frame.set_axis([str(c).replace(_STORED_SLASH, _SLASH) for c in frame.columns], axis=1)

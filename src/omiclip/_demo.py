@@ -60,13 +60,12 @@ def run_demo(out: str | Path = "omiclip_demo", *, size_um: float = 3000.0, epoch
     timings["write zarr + figure"] = time.perf_counter() - tic
 
     first, second = (s.tables["table"] for s in sections)
-    record = first.uns["omiclip"]["gene_sentences"]
     return {
         "spots per section": [first.n_obs, second.n_obs],
         "genes": first.n_vars,
         "image size (px)": list(sections[0].images["he"]["scale0"]["image"].shape[1:]),
-        "median genes per sentence": float(np.median(record["n_genes_kept"])),
-        "median genes read by the tokenizer": float(np.median(record["n_genes_in_context"])),
+        "median expressed genes per sentence": float(np.median(first.obs["gene_sentence_n_expressed"])),
+        "median genes read by the tokenizer": float(np.median(first.obs["gene_sentence_n_in_context"])),
         "fine-tuning loss (first, last epoch)": [round(tuned.history[0], 3), round(tuned.history[-1], 3)],
         "section 1 image->text retrieval, untrained": before,
         "section 1 image->text retrieval, fine-tuned on section 0": after,

@@ -49,10 +49,9 @@ print(train)
 
 # %%
 table = train.tables["table"]
-record = table.uns["omiclip"]["gene_sentences"]
 print(table.obs["gene_sentence"].iloc[0][:200], "...")
-print("genes per sentence (median):", np.median(record["n_genes_kept"]))
-print("genes that fit the 76-token context (median):", np.median(record["n_genes_in_context"]))
+print("expressed genes per sentence (median):", np.median(table.obs["gene_sentence_n_expressed"]))
+print("genes that fit the 76-token context (median):", np.median(table.obs["gene_sentence_n_in_context"]))
 
 # %% [markdown]
 # The official tokenizer keeps 76 tokens, so only the first 20–25 genes of a sentence reach the model; omiclip keeps

@@ -36,6 +36,7 @@ from omiclip._core.cpd import (
     _SIGMA2_FLOOR,
     CPDResult,
     _displacement_coordinates,
+    _exact_low_rank,
     _expectation,
     _Field,
     _initial_sigma2,
@@ -117,13 +118,17 @@ def point_clouds(
 
 
 class _Variances:
-    """σ² per group of columns: the two coordinates share one, each feature column has its own."""
+    """σ² per group of columns: the two coordinates share one, each feature column has its own.
 
-    def __init__(self, source: np.ndarray, target: np.ndarray, n_moving: int = 2):
+    Convergence is judged on the coordinates' σ², as CPD judges its σ²: ``|Δσ²| <= tol``, or with ``rtol`` a
+    relative change below it or σ² at 1e-6 of its start (an exact match).
+    """
+
+    def __init__(self, source: np.ndarray, target: np.ndarray, tol: float, rtol: float | None, n_moving: int = 2):
         self.groups = [slice(0, n_moving)] + [slice(j, j + 1) for j in range(n_moving, source.shape[1])]
         self.values = np.array([_initial_sigma2(source[:, g], target[:, g]) for g in self.groups])
-        # an exact match drives σ² to zero geometrically; stop at a match to ~1e-3 of the clouds' spread
-        self.floor = _SIGMA2_FLOOR * self.values
+        self.tol, self.rtol = tol, rtol
+        self.floor = _SIGMA2_FLOOR * self.values if rtol is not None else np.zeros_like(self.values)
 
     @property
     def coordinates(self) -> float:
@@ -132,15 +137,17 @@ class _Variances:
     def per_dimension(self) -> np.ndarray:
         return np.concatenate([np.full(g.stop - g.start, v) for g, v in zip(self.groups, self.values, strict=True)])
 
-    def update(self, X, TY, P1, Pt1, PX) -> float:
-        """M-step of every σ²; returns the relative change of the coordinates' (the one CPD's criterion watches)."""
+    def update(self, X, TY, P1, Pt1, PX) -> bool:
+        """M-step of every σ²; returns whether the coordinates' σ² has converged."""
         new = np.array([_group_variance(X[:, g], TY[:, g], P1, Pt1, PX[:, g]) for g in self.groups])
-        change = float(abs(new[0] - self.values[0]) / self.values[0])
+        # as the official code: a perfect fit must not make σ² zero
+        fallback = self.tol / 10 if self.tol > 0 else np.finfo(np.float64).tiny
+        new = np.where(new > 0, new, np.maximum(self.floor, fallback))
+        change = abs(new[0] - self.values[0])
+        relative = change / self.values[0]
         self.values = np.maximum(new, self.floor)
-        return change
-
-    def matched(self) -> bool:
-        return bool(self.values[0] <= self.floor[0])
+        matched = self.values[0] <= self.floor[0]
+        return bool(change <= self.tol or (self.rtol is not None and (relative < self.rtol or matched)))
 
 
 def _group_variance(X, TY, P1, Pt1, PX) -> float:
@@ -150,13 +157,28 @@ def _group_variance(X, TY, P1, Pt1, PX) -> float:
     return float((x_px - 2 * trace + y_py) / (P1.double().sum() * X.shape[1]))
 
 
+def _iterations(max_iter: int | None, desc: str, progress: bool):
+    """1, 2, … up to ``max_iter`` (``None``: no cap, official), with a progress bar."""
+    bar = tqdm(total=max_iter, desc=desc, unit="it", disable=not progress, leave=False)
+    iteration = 0
+    try:
+        while max_iter is None or iteration < max_iter:
+            iteration += 1
+            bar.update()
+            yield iteration
+    finally:
+        bar.close()
+
+
 def rigid_cpd(
     source: np.ndarray,
     target: np.ndarray,
     *,
     w: float,
-    max_iter: int,
+    max_iter: int | None,
     tol: float,
+    rtol: float | None,
+    dtype: torch.dtype,
     block_size: int,
     device,
     progress: bool = False,
@@ -166,13 +188,12 @@ def rigid_cpd(
     The M-step is the weighted Procrustes problem of Myronenko & Song (2010) without scaling, from the streamed
     ``P·1``, ``Pᵀ·1`` and ``P·X``. Returns the 3×3 matrix, the fitted variances and the iterations used.
     """
-    X = torch.as_tensor(target, dtype=torch.float32, device=device)
-    Y = torch.as_tensor(source, dtype=torch.float32, device=device)
+    X = torch.as_tensor(target, dtype=dtype, device=device)
+    Y = torch.as_tensor(source, dtype=dtype, device=device)
     Y_xy = torch.as_tensor(source[:, :2], dtype=torch.float64, device=device)
-    variances = _Variances(source, target)
+    variances = _Variances(source, target, tol, rtol)
     TY, matrix, iterations = Y.clone(), np.eye(3), 0
-    bar = tqdm(total=max_iter, desc="rigid CPD", unit="it", disable=not progress, leave=False)
-    for iterations in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
+    for iterations in _iterations(max_iter, "rigid CPD", progress):  # noqa: B007 (the count is returned)
         P1, Pt1, PX = _expectation(X, TY, variances.per_dimension(), w, block_size)
         P1d, PXd = P1.double(), PX[:, :2].double()
         n_p = P1d.sum()
@@ -183,12 +204,9 @@ def rigid_cpd(
         matrix = np.eye(3)
         matrix[:2, :2] = rotation
         matrix[:2, 2] = mu_x.cpu().numpy() - rotation @ mu_y.cpu().numpy()
-        TY[:, :2] = torch.as_tensor(apply_affine(matrix, source[:, :2]), dtype=torch.float32, device=device)
-        change = variances.update(X, TY, P1, Pt1, PX)
-        bar.update()
-        if change < tol or variances.matched():
+        TY[:, :2] = torch.as_tensor(apply_affine(matrix, source[:, :2]), dtype=dtype, device=device)
+        if variances.update(X, TY, P1, Pt1, PX):
             break
-    bar.close()
     return matrix, variances, iterations
 
 
@@ -207,46 +225,49 @@ def nonrigid_cpd(
     beta: float,
     w: float,
     n_eig: int,
-    n_landmarks: int,
-    max_iter: int,
-    tol: float,
+    n_landmarks: int | None,
+    max_iter: int | None,
+    dtype: torch.dtype,
     block_size: int,
     device,
     rng: np.random.Generator,
     field: _Field | None = None,
     desc: str = "CPD",
     progress: bool = False,
-) -> tuple[_Field, _Variances, int, bool, int]:
+) -> tuple[_Field, np.ndarray, int, bool, int]:
     """Non-rigid CPD of the first two columns with a σ² per group of columns (see :class:`_Variances`).
 
     The M-step of the motion is the official one (:func:`omiclip._core.cpd._displacement_coordinates`) with the
-    coordinates' σ² in the regulariser ``α σ²``: the embedding PCs do not move and so do not enter it. ``field``
-    starts from a coarser level's displacement. Returns the displacement field, the variances, the iterations,
-    whether the tolerance was met and the kernel's rank.
+    coordinates' σ² in the regulariser ``α σ²``: the embedding PCs do not move and so do not enter it. The kernel is
+    the official exact low-rank one (``n_landmarks=None``) or the Nyström one. ``field`` (a coarser level's
+    displacement) is the start. Returns the displacement field, the displacement of ``source`` itself, the iterations,
+    whether the tolerance was met and the kernel's rank; ``variances`` are updated in place.
     """
-    Y = torch.as_tensor(source, dtype=torch.float32, device=device)
-    X = torch.as_tensor(target, dtype=torch.float32, device=device)
-    landmarks = _subsample(source[:, :2], n_landmarks, rng)
-    Q, lam, expansion = _nystrom(source[:, :2], landmarks, beta, n_eig)
-    Q, lam = torch.as_tensor(Q, device=device).float(), torch.as_tensor(lam, device=device)
+    xy = source[:, :2]
+    if n_landmarks is None:
+        Q, lam, expansion = _exact_low_rank(xy, beta, n_eig)
+        landmarks = xy
+    else:
+        landmarks = _subsample(xy, n_landmarks, rng)
+        Q, lam, expansion = _nystrom(xy, landmarks, beta, n_eig)
+    Y = torch.as_tensor(source, dtype=dtype, device=device)
+    X = torch.as_tensor(target, dtype=dtype, device=device)
+    Q_t, lam_t = torch.as_tensor(Q, device=device).to(dtype), torch.as_tensor(lam, device=device)
     TY = Y.clone()
-    if field is not None:
-        TY[:, :2] += torch.as_tensor(field(source[:, :2]), dtype=torch.float32, device=device)
+    if field is not None:  # warm start from the coarser level's field (z then solves for the whole displacement)
+        TY[:, :2] += torch.as_tensor(field(xy), dtype=dtype, device=device)
     z = torch.zeros(len(lam), 2, dtype=torch.float64, device=device)
     converged, iterations = False, 0
-    bar = tqdm(total=max_iter, desc=desc, unit="it", disable=not progress, leave=False)
-    for iterations in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
+    for iterations in _iterations(max_iter, desc, progress):  # noqa: B007 (the count is returned)
         P1, Pt1, PX = _expectation(X, TY, variances.per_dimension(), w, block_size)
         residual = PX[:, :2] - P1[:, None] * Y[:, :2]
-        z = _displacement_coordinates(Q, lam, P1, residual, alpha * variances.coordinates)
-        TY[:, :2] = Y[:, :2] + (Q.double() @ z).float()
-        change = variances.update(X, TY, P1, Pt1, PX)
-        bar.update()
-        if change < tol or variances.matched():
+        z = _displacement_coordinates(Q_t, lam_t, P1, residual, alpha * variances.coordinates)
+        TY[:, :2] = Y[:, :2] + (Q_t.double() @ z).to(dtype)
+        if variances.update(X, TY, P1, Pt1, PX):
             converged = True
             break
-    bar.close()
-    return _Field(landmarks, expansion @ z.cpu().numpy(), beta), variances, iterations, converged, len(lam)
+    z = z.cpu().numpy()
+    return _Field(landmarks, expansion @ z, beta), Q @ z, iterations, converged, len(lam)
 
 
 def align_points(
@@ -262,11 +283,13 @@ def align_points(
     beta: float = 2.0,
     w: float = 0.1,
     n_eig: int = 100,
-    n_landmarks: int = 1000,
-    max_points: int | None = 5000,
-    max_iter: int = 500,
+    n_landmarks: int | None = None,
+    max_points: int | None = None,
+    max_iter: int | None = None,
     refine_iter: int = 5,
-    tol: float = 1e-5,
+    tol: float = 1e-9,
+    rtol: float | None = None,
+    dtype: str = "float64",
     block_size: int = 1024,
     device: str | torch.device = "cpu",
     seed: int = 0,
@@ -274,41 +297,44 @@ def align_points(
 ) -> tuple[Alignment, float]:
     """Register ``source_xy`` onto ``target_xy`` with the omiclip flavour (see the module's description).
 
-    Parameters as :func:`omiclip._core.registration.align_points`; ``n_pcs`` is capped at the features' rank.
-    Returns the :class:`~omiclip._core.registration.Alignment` and the ratio of the source's robust extent to the
-    target's (far from 1 when the sections are not in the same units).
+    Parameters as :func:`omiclip._core.registration.align_points` (the same solver options: exact or Nyström
+    kernel, subsets, tolerances, dtype); ``n_pcs`` is capped at the features' rank. Returns the
+    :class:`~omiclip._core.registration.Alignment` and the ratio of the source's robust extent to the target's (far
+    from 1 when the sections are not in the same units).
     """
     rng = np.random.default_rng(seed)
+    torch_dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
     source_in_target_units = np.asarray(source_xy, dtype=np.float64) * source_scale
     if source_features is not None:
         n_pcs = min(n_pcs, *target_features.shape)
     clouds = point_clouds(
         source_in_target_units, target_xy, source_features, target_features, n_pcs=n_pcs, center=center, seed=seed
     )
-    common = {"w": w, "tol": tol, "block_size": block_size, "device": device, "progress": progress}
+    common = {"w": w, "dtype": torch_dtype, "block_size": block_size, "device": device, "progress": progress}
     source_sub, target_sub = _subsample(clouds.source, max_points, rng), _subsample(clouds.target, max_points, rng)
 
     # 1. rigid CPD from the matched centroids, on coarser subsets: three parameters, and only a start for step 2
-    coarse_source, coarse_target = (
-        _subsample(source_sub, _COARSE_POINTS, rng),
-        _subsample(target_sub, _COARSE_POINTS, rng),
+    coarse_source = _subsample(source_sub, _COARSE_POINTS, rng)
+    coarse_target = _subsample(target_sub, _COARSE_POINTS, rng)
+    start, variances, rigid_iterations = rigid_cpd(
+        coarse_source, coarse_target, max_iter=max_iter, tol=tol, rtol=rtol, **common
     )
-    start, variances, rigid_iterations = rigid_cpd(coarse_source, coarse_target, max_iter=max_iter, **common)
-    # 2. non-rigid CPD from the rigid result (on subsets, then a few iterations on all points)
-    nonrigid = dict(alpha=alpha, beta=beta, n_eig=n_eig, n_landmarks=n_landmarks, rng=rng, **common)
-    moved_sub = _moved(source_sub, start)  # σ² go on from the rigid fit's (restarting them only costs iterations)
-    field, variances, iterations, converged, rank = nonrigid_cpd(
+    # 2. non-rigid CPD from the rigid result (on subsets, then a few iterations on all points); the σ² go on from
+    # the rigid fit's (restarting them only costs iterations)
+    nonrigid = {"alpha": alpha, "beta": beta, "n_eig": n_eig, "n_landmarks": n_landmarks, "rng": rng, **common}
+    moved_sub, moved_all = _moved(source_sub, start), _moved(clouds.source, start)
+    field, displacement, iterations, converged, rank = nonrigid_cpd(
         moved_sub, target_sub, variances, max_iter=max_iter, **nonrigid
     )
-    moved_all = _moved(clouds.source, start)
     refine_iterations = 0
     if len(source_sub) < len(clouds.source) or len(target_sub) < len(clouds.target):
+        displacement = field(moved_all[:, :2])
         if refine_iter > 0:
-            field, variances, refine_iterations, _, rank = nonrigid_cpd(
+            _, displacement, refine_iterations, _, rank = nonrigid_cpd(
                 moved_all, clouds.target, variances, max_iter=refine_iter, field=field, desc="CPD, all points",
                 **nonrigid,
             )  # fmt: skip
-    nonrigid_xy = clouds.to_target_units(moved_all[:, :2] + field(moved_all[:, :2]))
+    nonrigid_xy = clouds.to_target_units(moved_all[:, :2] + displacement)
     # the rigid output, as in the official code: the least-squares rigid fit to the non-rigid result. With that
     # result close to the true positions, it is the best rigid approximation of the true warp (a rigid CPD
     # refinement of its own lands back on step 1's rigid CPD: no better on the synthetic pairs)
@@ -321,6 +347,7 @@ def align_points(
         converged=converged,
         n_points=(len(source_sub), len(target_sub)),
         rank=rank,
+        kernel="exact" if n_landmarks is None else "nystrom",
     )
     alignment = Alignment(nonrigid=cpd.moved, rigid=apply_affine(matrix, source_xy), matrix=matrix, cpd=cpd)
     return alignment, clouds.source_extent_ratio

@@ -1,13 +1,18 @@
-"""Non-rigid coherent point drift (Myronenko & Song 2010) with a Nyström low-rank kernel, in torch.
+"""Non-rigid coherent point drift (Myronenko & Song 2010) with a low-rank motion kernel, in torch.
 
 Loki Align registers source points ``[x, y, features…]`` onto target points with CPD in which only the first
-``n_moving`` dimensions move; the remaining ones act as fixed features that decide which points match. Two things
-make this scale where the official dense code (M×M kernel with a full ``eigh``, M×N probability matrix) cannot:
+``n_moving`` dimensions move; the remaining ones act as fixed features that decide which points match.
 
-* the E-step streams over blocks of target points, so memory is O(M · block) and P is never stored;
-* the motion kernel ``G`` is approximated from ``n_landmarks`` Nyström landmarks instead of a full
-  eigendecomposition (with ``M <= n_landmarks`` the landmarks are all points and this *is* the official low-rank
-  kernel). The displacement field is then a kernel expansion on the landmarks, which can be evaluated at any point.
+With the defaults this is the official run (Loki's modified pycpd ``DeformableRegistration(low_rank=True)``):
+float64, the ``n_eig`` eigenvectors of largest ``|λ|`` of the exact M×M kernel, iterations until ``|Δσ²| <= tol``.
+The E-step streams over blocks of target points, so memory is O(M · block) and P is never stored (the official
+code holds the M×N matrix and an M×N×D difference tensor). Options make it scale further:
+
+* ``n_landmarks``: the motion kernel ``G`` approximated from that many Nyström landmarks instead of a full
+  eigendecomposition (O(M³) time, O(M²) memory). The displacement field is then a kernel expansion on the
+  landmarks, which can be evaluated at any point;
+* ``rtol``, ``max_iter``: stop on a relative change of σ², or after a number of iterations;
+* ``dtype="float32"``: a faster E-step (the kernel's cut-off stays the official float64 one, ~8.5σ).
 
 With ``max_points``, the EM first runs on random subsets of both clouds (cost per iteration ``max_points²``
 instead of ``M·N``); the fitted field, evaluated at every point, then starts a few iterations on all points
@@ -26,6 +31,13 @@ from tqdm.auto import tqdm
 # Eigenvalues of the landmark kernel below this fraction of the largest are numerically zero (float64).
 _EIG_RTOL = 1e-10
 _SIGMA2_FLOOR = 1e-6
+# The official E-step clips each column sum of the kernel at float64's eps: a target point whose nearest source
+# point is farther than sqrt(-2 ln eps) ≈ 8.5σ gets less than full weight. The same floor in every dtype keeps
+# that cut-off (float32's own eps would cut at ~5.7σ).
+_COLUMN_FLOOR = float(np.finfo(np.float64).eps)
+# Lowest kernel exponent computed: exp() of anything lower is subnormal (20× slower on x86) and far below the
+# column floor, so it is clamped there (float32: exp(-80) ≈ 2e-35; float64: exp(-700) ≈ 1e-304).
+_MIN_EXPONENT = {torch.float32: -80.0, torch.float64: -700.0}
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,8 @@ class CPDResult:
     """Source and target points used in the first EM iterations."""
     rank: int
     """Rank of the low-rank motion kernel (last level)."""
+    kernel: str
+    """``"exact"`` (eigendecomposition of the full kernel) or ``"nystrom"``."""
 
 
 @dataclass(frozen=True)
@@ -73,11 +87,13 @@ def nonrigid_cpd(
     beta: float = 2.0,
     w: float = 0.0,
     n_eig: int = 100,
-    n_landmarks: int = 1000,
+    n_landmarks: int | None = None,
     max_points: int | None = None,
-    max_iter: int = 500,
+    max_iter: int | None = None,
     refine_iter: int = 5,
-    tol: float = 1e-5,
+    tol: float = 1e-9,
+    rtol: float | None = None,
+    dtype: str = "float64",
     block_size: int = 1024,
     device: str | torch.device = "cpu",
     seed: int = 0,
@@ -86,13 +102,17 @@ def nonrigid_cpd(
     """Move the first ``n_moving`` columns of ``source`` so that the source cloud matches ``target``.
 
     Parameters follow pycpd's ``DeformableRegistration(low_rank=True)``: ``alpha`` (λ, smoothness weight), ``beta``
-    (width of the motion kernel), ``w`` (outlier weight), ``n_eig`` (rank of the kernel). Iterations stop when the
-    relative change of σ² falls below ``tol``, when σ² reaches 1e-6 of its start (an exact match), or after
-    ``max_iter``. With ``max_points``, the EM first runs on random subsets of at most that many points; its field
-    then starts at most ``refine_iter`` iterations on all points, which remove the noise of the subsets.
+    (width of the motion kernel), ``w`` (outlier weight), ``n_eig`` (rank of the kernel). The kernel's eigenvectors
+    are exact (``n_landmarks=None``, official) or from a Nyström approximation on ``n_landmarks`` random source
+    points. Iterations stop when σ² changes by at most ``tol`` (official), with ``rtol`` also when it changes by
+    less than that fraction or reaches 1e-6 of its start (an exact match), or after ``max_iter`` (``None``:
+    no cap, official). A σ² that is not positive becomes ``tol / 10`` (official). With ``max_points``, the EM
+    first runs on random subsets of at most that many points; its field then starts at most ``refine_iter``
+    iterations on all points, which remove the noise of the subsets. ``dtype`` is that of the E-step.
     """
     rng = np.random.default_rng(seed)
-    # CPD is translation invariant; centring keeps the float32 distances of the E-step precise
+    torch_dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
+    # CPD is translation invariant; centring keeps the distances of the E-step precise
     centre = np.asarray(target, dtype=np.float64).mean(0)
     source = np.asarray(source, dtype=np.float64) - centre
     target = np.asarray(target, dtype=np.float64) - centre
@@ -100,32 +120,41 @@ def nonrigid_cpd(
     if len(levels[0][0]) < len(source) or len(levels[0][1]) < len(target):
         levels.append((source, target, refine_iter))
 
-    field, sigma2, counts, converged, rank = None, None, [], False, 0
+    field, sigma2, counts, converged, rank, moved = None, None, [], False, 0, None
     for level, (level_source, level_target, cap) in enumerate(levels):
         if cap == 0:
             counts.append(0)
             continue
-        Y = torch.as_tensor(level_source, dtype=torch.float32, device=device)
-        X = torch.as_tensor(level_target, dtype=torch.float32, device=device)
-        landmarks = _subsample(level_source, n_landmarks, rng)
-        Q, lam, expansion = _nystrom(level_source, landmarks, beta, n_eig)
+        Y = torch.as_tensor(level_source, dtype=torch_dtype, device=device)
+        X = torch.as_tensor(level_target, dtype=torch_dtype, device=device)
+        if n_landmarks is None:
+            Q, lam, expansion = _exact_low_rank(level_source, beta, n_eig)
+            landmarks = level_source
+        else:
+            landmarks = _subsample(level_source, n_landmarks, rng)
+            Q, lam, expansion = _nystrom(level_source, landmarks, beta, n_eig)
         TY = Y.clone()
         if field is not None:  # warm start from the coarser level's field
-            TY[:, :n_moving] += torch.as_tensor(field(level_source), dtype=torch.float32, device=device)
+            TY[:, :n_moving] += torch.as_tensor(field(level_source), dtype=torch_dtype, device=device)
         if sigma2 is None:
             sigma2 = _initial_sigma2(level_source, level_target)
-            # An exact match drives σ² to zero geometrically; stop at a match to ~1e-3 of the clouds' spread
-            sigma2_floor = _SIGMA2_FLOOR * sigma2
+            # With a relative tolerance an exact match never converges (σ² shrinks geometrically): stop at a match
+            # to ~1e-3 of the clouds' spread
+            sigma2_floor = _SIGMA2_FLOOR * sigma2 if rtol is not None else 0.0
         z, sigma2, iterations, level_converged = _em(
             X, Y, TY, torch.as_tensor(Q, device=device), torch.as_tensor(lam, device=device), sigma2, sigma2_floor,
-            n_moving=n_moving, alpha=alpha, w=w, max_iter=cap, tol=tol, block_size=block_size,
+            n_moving=n_moving, alpha=alpha, w=w, max_iter=cap, tol=tol, rtol=rtol, block_size=block_size,
             desc="CPD" if level == 0 else "CPD, all points", progress=progress,
         )  # fmt: skip
         converged = level_converged if level == 0 else converged
         counts.append(iterations)
-        field, rank = _Field(landmarks, expansion @ z.cpu().numpy(), beta), len(lam)
+        z = z.cpu().numpy()
+        field, rank = _Field(landmarks, expansion @ z, beta), len(lam)
+        if len(level_source) == len(source):  # all points: the displacement itself, not the field's expansion
+            moved = source[:, :n_moving] + Q @ z + centre[:n_moving]
 
-    moved = source[:, :n_moving] + field(source) + centre[:n_moving]
+    if moved is None:
+        moved = source[:, :n_moving] + field(source) + centre[:n_moving]
     return CPDResult(
         moved=moved,
         iterations=counts[0],
@@ -134,25 +163,30 @@ def nonrigid_cpd(
         converged=converged,
         n_points=(len(levels[0][0]), len(levels[0][1])),
         rank=rank,
+        kernel="exact" if n_landmarks is None else "nystrom",
     )
 
 
-def _em(X, Y, TY, Q, lam, sigma2, sigma2_floor, *, n_moving, alpha, w, max_iter, tol, block_size, desc, progress):
+def _em(X, Y, TY, Q, lam, sigma2, sigma2_floor, *, n_moving, alpha, w, max_iter, tol, rtol, block_size, desc, progress):
     """EM iterations from ``TY``; returns the displacement coordinates z (``TY - Y = Q z``), σ², count, converged."""
-    Q = Q.float()
+    Q = Q.to(X.dtype)
     z = torch.zeros(len(lam), n_moving, dtype=torch.float64, device=Q.device)
     converged, iterations = False, 0
     bar = tqdm(total=max_iter, desc=desc, unit="it", disable=not progress, leave=False)
-    for iterations in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
+    while max_iter is None or iterations < max_iter:
+        iterations += 1
         P1, Pt1, PX = _expectation(X, TY, sigma2, w, block_size)
         z = _displacement_coordinates(Q, lam, P1, PX[:, :n_moving] - P1[:, None] * Y[:, :n_moving], alpha * sigma2)
-        TY[:, :n_moving] = Y[:, :n_moving] + (Q.double() @ z).float()
+        TY[:, :n_moving] = Y[:, :n_moving] + (Q.double() @ z).to(X.dtype)
         new_sigma2 = _variance(X, TY, P1, Pt1, PX)
-        change = abs(new_sigma2 - sigma2) / sigma2
+        if new_sigma2 <= 0:  # as the official code: a perfect fit must not make σ² zero
+            new_sigma2 = tol / 10 if tol > 0 else sigma2_floor or np.finfo(np.float64).tiny
+        change = abs(new_sigma2 - sigma2)
+        relative_change = change / sigma2
         sigma2 = max(new_sigma2, sigma2_floor)
         bar.update()
         bar.set_postfix(sigma2=f"{sigma2:.3g}")
-        if change < tol or sigma2 <= sigma2_floor:
+        if change <= tol or (rtol is not None and (relative_change < rtol or sigma2 <= sigma2_floor)):
             converged = True
             break
     bar.close()
@@ -168,6 +202,21 @@ def _subsample(points: np.ndarray, max_points: int | None, rng: np.random.Genera
 def _gaussian(a: np.ndarray, b: np.ndarray, beta: float) -> np.ndarray:
     d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
     return np.exp(-np.maximum(d2, 0) / (2 * beta**2))
+
+
+def _exact_low_rank(points: np.ndarray, beta: float, n_eig: int):
+    """The official low-rank kernel: the ``n_eig`` eigenpairs of largest ``|λ|`` of the full M×M kernel (float64).
+
+    ``Q`` (M × rank), ``λ`` and the expansion ``E = Q Λ⁻¹`` (``K Q = Q Λ``), with which the field can be evaluated
+    at other points; numerically zero eigenvalues are left out of the expansion only.
+    """
+    s, u = np.linalg.eigh(_gaussian(points, points, beta))
+    order = np.argsort(np.abs(s))[::-1][:n_eig]
+    lam, q = s[order], u[:, order]
+    keep = lam != 0  # an exactly zero eigenvalue moves nothing; 1/λ would be infinite
+    lam, q = lam[keep], q[:, keep]
+    inverse = np.where(lam > _EIG_RTOL * lam.max(), 1 / lam, 0.0)
+    return q, lam, q * inverse
 
 
 def _nystrom(points: np.ndarray, landmarks: np.ndarray, beta: float, n_eig: int):
@@ -210,21 +259,20 @@ def _expectation(X: torch.Tensor, TY: torch.Tensor, sigma2, w: float, block_size
         precision = torch.tensor(1.0 / variances[0], dtype=X.dtype, device=X.device)
     else:
         precision = torch.as_tensor(1.0 / variances, dtype=X.dtype, device=X.device)
+    min_exponent = _MIN_EXPONENT[X.dtype]
     # -Σ(x - ty)²/2σ² = [ty, -Σty²/2σ², 1] · [x/σ², 1, -Σx²/2σ²]: one matmul writes the exponents of a block
     source_side = torch.cat([TY, (TY * TY * precision).sum(1, keepdim=True) * -0.5, torch.ones_like(TY[:, :1])], 1)
     accumulated = torch.zeros(m, d + 1, dtype=X.dtype, device=X.device)  # [PX, P1]
     Pt1 = torch.empty(n, dtype=X.dtype, device=X.device)
-    eps = torch.finfo(X.dtype).eps
     for start in range(0, n, block_size):
         x = X[start : start + block_size]
         target_side = torch.cat(
             [x * precision, torch.ones_like(x[:, :1]), (x * x * precision).sum(1, keepdim=True) * -0.5], 1
         )
-        # clamped above (cancellation) and below: exp(-80) is still a normal float32, while the subnormal results
-        # of exp(< -87) make the exponential ~20× slower on x86
-        kernel = torch.mm(source_side, target_side.T).clamp_(-80.0, 0.0).exp_()
+        # clamped above (cancellation) and below (subnormal results are ~20× slower on x86), see _MIN_EXPONENT
+        kernel = torch.mm(source_side, target_side.T).clamp_(min_exponent, 0.0).exp_()
         column = kernel.sum(0)
-        denominator = column.clamp(min=eps) + c
+        denominator = column.clamp(min=_COLUMN_FLOOR) + c
         Pt1[start : start + len(x)] = column / denominator
         weights = torch.cat([x, torch.ones_like(x[:, :1])], dim=1) / denominator[:, None]
         accumulated.addmm_(kernel, weights)

@@ -156,14 +156,27 @@ def proportions_from_mapping(
     This is what the official notebooks do by hand (cluster probabilities times cell-type counts or
     fractions, normalised per spot). Returns ``(n_spots, n_groups)`` float64; rows sum to 1.
     """
+    by_group = _summed_by_group(probabilities, source_weights, source_groups, n_groups)
+    return (by_group / by_group.sum(axis=0, keepdims=True)).T
+
+
+def type_maps(probabilities: np.ndarray, source_groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Each cell type's share of the mapping on each spot: ``sum_{i in c} P[i, s]``, ``(n_spots, n_groups)``.
+
+    Tangram's ``project_cell_annotations`` (``obsm["tangram_ct_pred"]``), on which the official NMS runs. In
+    cluster mode a type's column is its cluster's distribution over the spots (it sums to 1 over spots).
+    """
+    return _summed_by_group(probabilities, np.ones(len(probabilities)), source_groups, n_groups).T
+
+
+def _summed_by_group(probabilities, source_weights, source_groups, n_groups: int) -> np.ndarray:
+    """``sum_{i in c} w_i P[i, s]``, groups × spots, with one sparse product (cell mode: many sources)."""
     n_sources = len(probabilities)
-    # groups × sources matrix of weights: one sparse product sums w_i P[i, s] per group (cell mode: many sources)
     weighted_membership = sparse.csr_matrix(
         (np.asarray(source_weights, dtype=np.float64), (np.asarray(source_groups), np.arange(n_sources))),
         shape=(n_groups, n_sources),
     )
-    by_group = np.asarray(weighted_membership @ probabilities, dtype=np.float64)
-    return (by_group / by_group.sum(axis=0, keepdims=True)).T
+    return np.asarray(weighted_membership @ probabilities, dtype=np.float64)
 
 
 def non_maximum_suppression(values: np.ndarray, percentiles: tuple[float, float] | None = (5, 95)) -> np.ndarray:
@@ -172,15 +185,12 @@ def non_maximum_suppression(values: np.ndarray, percentiles: tuple[float, float]
     With ``percentiles`` (the official ``NMS_mode``), each cell type's column is first clipped to those
     percentiles across spots and min-max scaled to [0, 1], so types compete by how enriched they are at a
     spot rather than by abundance; the kept values are these scaled ones. With ``None`` it is eq. 14 on
-    ``values`` as given. Columns without spread (equal percentiles) score 0. Ties keep the first type.
+    ``values`` as given. Columns without spread (equal percentiles) score 0. As in the official code, every
+    type that ties for a spot's maximum is kept (after clipping, several types can share the top value 1).
     """
     values = np.asarray(values, dtype=np.float64)
     if percentiles is not None:
         low, high = np.percentile(values, percentiles, axis=0)
         spread = high - low
         values = np.divide(np.clip(values, low, high) - low, spread, out=np.zeros_like(values), where=spread > 0)
-    best = np.argmax(values, axis=1)
-    suppressed = np.zeros_like(values)
-    rows = np.arange(len(values))
-    suppressed[rows, best] = values[rows, best]
-    return suppressed
+    return np.where(values == values.max(axis=1, keepdims=True), values, 0.0)

@@ -11,6 +11,9 @@ from omiclip._core.cpd import CPDResult, apply_affine, nonrigid_cpd, rigid_fit
 
 Scaling = Literal["shared", "each"]
 
+# The official get_pca_by_fit fits 3 components; align_tissue scales by all 3 and uses 2
+_OFFICIAL_N_PCS_FITTED = 3
+
 
 @dataclass(frozen=True)
 class Alignment:
@@ -33,14 +36,15 @@ def point_clouds(
     target_features: np.ndarray | None,
     *,
     n_pcs: int = 2,
-    scaling: Scaling = "shared",
+    scaling: Scaling = "each",
     center: bool = False,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """The official 4-D clouds ``[x, y, PC1, PC2]`` in unit scale, and the target's (offset, range).
 
-    PCs come from a PCA fitted on the target's features and applied to the source's; all PCs of both clouds are
-    min–max scaled together (one min, one max), as the official code does. Coordinates: ``"each"`` scales each
+    PCs come from a PCA fitted on the target's features and applied to the source's. As in the official code, the
+    PCA has at least 3 components, all of them (of both clouds) are min–max scaled together (one min, one max),
+    and then the first ``n_pcs`` are used. Coordinates: ``"each"`` scales each
     cloud by its own min and max over both axes (official; this also matches the clouds' bounding boxes, and
     assumes the two sections cover the same tissue); ``"shared"`` moves the source's centroid onto the target's
     and scales both by the target's min and max, which keeps the relative size of the sections (they must be in
@@ -62,7 +66,8 @@ def point_clouds(
 
     from sklearn.decomposition import PCA
 
-    pca = PCA(n_components=n_pcs, random_state=seed).fit(target_features)
+    n_fitted = min(max(n_pcs, _OFFICIAL_N_PCS_FITTED), *target_features.shape)
+    pca = PCA(n_components=n_fitted, random_state=seed).fit(target_features)
     if center:
         source_features = source_features - source_features.mean(axis=0) + pca.mean_
     source_pcs, target_pcs = pca.transform(source_features), pca.transform(target_features)
@@ -70,8 +75,8 @@ def point_clouds(
     span = max(source_pcs.max(), target_pcs.max()) - low
     span = span if span > 0 else 1.0
     return (
-        np.column_stack([source_unit, (source_pcs - low) / span]),
-        np.column_stack([target_unit, (target_pcs - low) / span]),
+        np.column_stack([source_unit, (source_pcs[:, :n_pcs] - low) / span]),
+        np.column_stack([target_unit, (target_pcs[:, :n_pcs] - low) / span]),
         (target_offset, target_range),
     )
 
@@ -84,7 +89,7 @@ def align_points(
     *,
     source_scale: float = 1.0,
     n_pcs: int = 2,
-    scaling: Scaling = "shared",
+    scaling: Scaling = "each",
     center: bool = False,
     seed: int = 0,
     **cpd_kwargs,

@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy import sparse
 
 _CHUNK_ELEMENTS = 1 << 22  # cells of the padded per-chunk work array (~32 MB in float64)
 
 
-def top_genes(matrix, n_top: int, *, excluded: np.ndarray) -> np.ndarray:
-    """Column indices of the ``n_top`` largest positive entries of each row.
+class Ranking(NamedTuple):
+    """Each row's chosen genes, highest value first.
 
-    Order: value descending, ties by column index ascending (pandas ``nlargest(keep="first")``).
+    Attributes
+    ----------
+    columns
+        ``int64 (n_obs, n_top)`` column indices; empty slots (at the end of a row) are ``-1``.
+    values
+        ``float64 (n_obs, n_top)`` values of the chosen genes; ``NaN`` in empty slots.
+    n_at_lowest
+        ``int64 (n_obs,)`` candidate genes of the row, chosen or not, whose value equals the row's lowest chosen
+        value (0 for a row with nothing chosen). Two or more mean the tie order picked and ordered them.
+    """
+
+    columns: np.ndarray
+    values: np.ndarray
+    n_at_lowest: np.ndarray
+
+
+def top_genes(matrix, n_top: int, *, excluded: np.ndarray, tie_order: np.ndarray | None = None) -> Ranking:
+    """The ``n_top`` largest positive entries of each row.
+
+    Order: value descending, ties in ``tie_order`` (default: column index ascending, as pandas
+    ``nlargest(keep="first")``).
 
     Parameters
     ----------
@@ -21,10 +43,12 @@ def top_genes(matrix, n_top: int, *, excluded: np.ndarray) -> np.ndarray:
         Genes to keep per row.
     excluded
         Boolean ``(n_vars,)``: columns that may never be chosen.
+    tie_order
+        A permutation of the columns: equal values are taken in this order.
 
     Returns
     -------
-    ``int64`` array ``(n_obs, n_top)``; rows with fewer positive entries are filled with ``-1``.
+    The chosen columns, their values and the size of each row's lowest tie group.
     """
     if sparse.issparse(matrix):
         matrix = sparse.csr_matrix(matrix)  # no copy for CSR; CSC and others are converted once
@@ -35,16 +59,28 @@ def top_genes(matrix, n_top: int, *, excluded: np.ndarray) -> np.ndarray:
     else:
         matrix = np.asarray(matrix)
         widest_row = matrix.shape[1]
-    result = np.full((matrix.shape[0], n_top), -1, dtype=np.int64)
+    # the work is done in tie order: position k stands for column tie_order[k]
+    position_of = None
+    if tie_order is not None:
+        position_of = np.empty_like(tie_order)
+        position_of[tie_order] = np.arange(len(tie_order))
+        excluded = excluded[tie_order]
+    columns = np.full((matrix.shape[0], n_top), -1, dtype=np.int64)
+    values = np.full((matrix.shape[0], n_top), np.nan)
+    n_at_lowest = np.zeros(matrix.shape[0], dtype=np.int64)
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(widest_row, n_top))
     for start in range(0, matrix.shape[0], rows_per_chunk):
         stop = min(start + rows_per_chunk, matrix.shape[0])
         if sparse.issparse(matrix):
-            padded, columns_of = _padded_sparse_rows(matrix, start, stop, excluded, n_top)
+            padded, columns_of = _padded_sparse_rows(matrix, start, stop, excluded, n_top, position_of)
         else:
-            padded, columns_of = _padded_dense_rows(matrix[start:stop], excluded, n_top)
-        result[start:stop] = _top_of_padded(padded, columns_of, n_top)
-    return result
+            block = matrix[start:stop] if tie_order is None else matrix[start:stop, tie_order]
+            padded, columns_of = _padded_dense_rows(block, excluded, n_top)
+        chunk = slice(start, stop)
+        columns[chunk], values[chunk], n_at_lowest[chunk] = _top_of_padded(padded, columns_of, n_top)
+    if tie_order is not None:
+        columns = np.where(columns >= 0, tie_order[columns], -1)
+    return Ranking(columns, values, n_at_lowest)
 
 
 def _padded_dense_rows(block: np.ndarray, excluded: np.ndarray, n_top: int):
@@ -55,12 +91,23 @@ def _padded_dense_rows(block: np.ndarray, excluded: np.ndarray, n_top: int):
     return values, lambda row, position: position
 
 
-def _padded_sparse_rows(matrix: sparse.csr_matrix, start: int, stop: int, excluded: np.ndarray, n_top: int):
-    """CSR rows ``start:stop`` left-aligned in a -inf padded block, and the map back to columns."""
+def _padded_sparse_rows(
+    matrix: sparse.csr_matrix,
+    start: int,
+    stop: int,
+    excluded: np.ndarray,
+    n_top: int,
+    position_of: np.ndarray | None,
+):
+    """CSR rows ``start:stop`` left-aligned in a -inf padded block, and the map back to (tie-order) columns."""
     indptr = matrix.indptr[start : stop + 1]
     lengths = np.diff(indptr)
     data = matrix.data[indptr[0] : indptr[-1]]
     indices = matrix.indices[indptr[0] : indptr[-1]]
+    if position_of is not None:  # entries of each row sorted by tie position instead of column
+        indices = position_of[indices]
+        order = np.lexsort((indices, np.repeat(np.arange(stop - start), lengths)))
+        indices, data = indices[order], data[order]
     invalid = data <= 0
     if excluded.any():
         invalid |= excluded[indices]
@@ -77,7 +124,7 @@ def _float_of(dtype: np.dtype) -> type:
     return np.float32 if dtype in (np.float32, np.float16, np.int8, np.int16, np.uint8, np.uint16) else np.float64
 
 
-def _top_of_padded(padded: np.ndarray, columns_of, n_top: int) -> np.ndarray:
+def _top_of_padded(padded: np.ndarray, columns_of, n_top: int):
     """Top ``n_top`` finite entries per row of a padded block whose positions ascend with the column."""
     n_rows, width = padded.shape
     threshold = np.partition(padded, width - n_top, axis=1)[:, width - n_top]  # each row's n_top-th largest
@@ -86,6 +133,7 @@ def _top_of_padded(padded: np.ndarray, columns_of, n_top: int) -> np.ndarray:
     value, column, row_threshold = padded[row, position], columns_of(row, position), threshold[row]
     above = value > row_threshold
     at = ~above
+    n_at_threshold = np.bincount(row, weights=at, minlength=n_rows).astype(np.int64)
     # ties at the threshold are taken in column order until each row has n_top
     ties_seen = np.cumsum(at)
     row_start = np.searchsorted(row, row)
@@ -94,43 +142,119 @@ def _top_of_padded(padded: np.ndarray, columns_of, n_top: int) -> np.ndarray:
     keep = above | (tie_rank <= still_needed[row])
     row, value, column = row[keep], value[keep], column[keep]
     order = np.lexsort((column, -value, row))
-    row, column = row[order], column[order]
+    row, column, value = row[order], column[order], value[order]
     slot = np.arange(len(row)) - np.searchsorted(row, row)
     top = np.full((n_rows, n_top), -1, dtype=np.int64)
     top[row, slot] = column
-    return top
+    top_values = np.full((n_rows, n_top), np.nan)
+    top_values[row, slot] = value
+    # a row with fewer than n_top candidates has threshold -inf: its lowest ties are all chosen
+    n_at_lowest = np.where(np.isfinite(threshold), n_at_threshold, _n_equal_to_lowest(top_values))
+    return top, top_values, n_at_lowest
 
 
-def pad_with_unexpressed(
-    top: np.ndarray, matrix, *, excluded: np.ndarray, rows: np.ndarray | None = None
-) -> np.ndarray:
-    """Fill the ``-1`` slots the way the official code does: with zero-count genes, in var order.
+def _n_equal_to_lowest(values: np.ndarray) -> np.ndarray:
+    """Chosen entries of each row equal to the row's lowest chosen value (rows are sorted descending)."""
+    lowest = _lowest(values)
+    return (values == lowest[:, None]).sum(axis=1)
 
-    The official ``Series.nlargest`` ranks every gene, so short rows are completed by the first
-    non-excluded genes whose value is 0.
+
+def _lowest(values: np.ndarray) -> np.ndarray:
+    n_chosen = (~np.isnan(values)).sum(axis=1)
+    return np.where(n_chosen > 0, values[np.arange(len(values)), np.maximum(n_chosen - 1, 0)], np.nan)
+
+
+_PAD_ROWS_PER_CHUNK = 4096
+
+
+def pad_with_unexpressed(ranking: Ranking, *, candidates: np.ndarray) -> Ranking:
+    """Fill empty slots the way the official code does: with zero-count genes, in ``candidates`` order.
+
+    The official ``Series.nlargest`` ranks every gene, so a row with fewer than ``n_top`` expressed genes is
+    completed by the first candidate genes whose value is 0. Every expressed candidate of such a row is
+    already chosen, so the zero-count genes are the candidates not yet in the row: the matrix is not needed.
+
+    Parameters
+    ----------
+    ranking
+        From :func:`top_genes`.
+    candidates
+        Columns that may be chosen (not excluded), in tie order.
+
+    Returns
+    -------
+    The ranking with padded slots (value 0); a padded row's ``n_at_lowest`` counts its zero-count candidates.
     """
-    top = top.copy()
-    candidates = np.flatnonzero(~excluded)
-    short_rows = np.flatnonzero((top < 0).any(axis=1)) if rows is None else rows
-    for row in short_rows:
-        have = top[row][top[row] >= 0]
-        line = matrix[row]
-        line = line.toarray().ravel() if sparse.issparse(line) else np.asarray(line).ravel()
-        zeros = candidates[line[candidates] == 0]
-        zeros = zeros[~np.isin(zeros, have)][: top.shape[1] - len(have)]
-        top[row, len(have) : len(have) + len(zeros)] = zeros
-    return top
+    columns, values, n_at_lowest = (array.copy() for array in ranking)
+    n_top = columns.shape[1]
+    first = candidates[: 2 * n_top]  # a short row holds < n_top of them: more than enough stay free
+    short = np.flatnonzero(columns[:, -1] < 0)
+    for start in range(0, len(short), _PAD_ROWS_PER_CHUNK):
+        rows = short[start : start + _PAD_ROWS_PER_CHUNK]
+        have = columns[rows]
+        n_have = (have >= 0).sum(axis=1)
+        free = ~(first[None, :, None] == have[:, None, :]).any(axis=2)
+        free_rank = np.cumsum(free, axis=1)
+        pick = free & (free_rank <= (n_top - n_have)[:, None])
+        which, candidate = np.nonzero(pick)
+        slot = n_have[which] + free_rank[which, candidate] - 1
+        columns[rows[which], slot] = first[candidate]
+        values[rows[which], slot] = 0.0
+        padded = pick.any(axis=1)
+        n_at_lowest[rows[padded]] = len(candidates) - n_have[padded]
+    return Ranking(columns, values, n_at_lowest)
 
 
-def join_sentences(top: np.ndarray, symbols: np.ndarray) -> list[str]:
+def lowest_ties(ranking: Ranking, n_in_context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Chosen genes tied at each row's lowest chosen value: in the whole row, and among the first ``n_in_context``.
+
+    A gene counts when two or more candidates of its row share that value, so that the tie order chose it or
+    placed it. Padding genes (value 0) count as such ties.
+
+    Returns
+    -------
+    Two ``int32 (n_obs,)`` arrays: ties in the sentence, ties among the genes the model reads.
+    """
+    lowest = _lowest(ranking.values)
+    tied = (ranking.values == lowest[:, None]) & (ranking.n_at_lowest >= 2)[:, None]
+    in_context = np.arange(tied.shape[1]) < np.asarray(n_in_context)[:, None]
+    return tied.sum(axis=1).astype(np.int32), (tied & in_context).sum(axis=1).astype(np.int32)
+
+
+def join_sentences(columns: np.ndarray, symbols: np.ndarray) -> list[str]:
     """Space-joined symbols of each row's chosen columns (``-1`` slots skipped)."""
     symbols = np.asarray(symbols, dtype=object)
-    counts = (top >= 0).sum(axis=1)
-    words = symbols[np.where(top >= 0, top, 0)]
+    counts = (columns >= 0).sum(axis=1)
+    words = symbols[np.where(columns >= 0, columns, 0)]
     return [" ".join(row[:n]) for row, n in zip(words, counts, strict=True)]
 
 
-def genes_within_budget(top: np.ndarray, token_cost: np.ndarray, budget: int) -> np.ndarray:
-    """Whole genes of each row that fit in ``budget`` tokens, given each column's token cost."""
-    used = np.cumsum(token_cost[top], axis=1)
-    return ((used <= budget) & (top >= 0)).sum(axis=1).astype(np.int32)
+def genes_within_budget(columns: np.ndarray, token_cost, budget: int) -> np.ndarray:
+    """Leading whole genes of each row that fit in ``budget`` tokens.
+
+    Parameters
+    ----------
+    columns
+        Chosen columns per row (``-1`` slots at the end).
+    token_cost
+        ``token_cost(column_indices) -> costs``: tokens of each gene. It is asked only about the genes that can
+        still fit, slot by slot, so genes past every row's budget are never tokenised.
+    budget
+        Content tokens available.
+
+    Returns
+    -------
+    ``int32 (n_obs,)``.
+    """
+    n_rows, n_top = columns.shape
+    used = np.zeros(n_rows, dtype=np.int64)
+    n_fit = np.zeros(n_rows, dtype=np.int32)
+    alive = np.arange(n_rows)
+    for slot in range(n_top):
+        alive = alive[columns[alive, slot] >= 0]
+        if not len(alive):
+            break
+        used[alive] += token_cost(columns[alive, slot])
+        alive = alive[used[alive] <= budget]
+        n_fit[alive] += 1
+    return n_fit

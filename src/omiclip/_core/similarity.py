@@ -12,12 +12,13 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
+from omiclip._validate import check_int
+
 Weighting = Literal["raw", "softmax"]
 
 
 def _blocks(n: int, block_size: int, progress: bool, desc: str) -> Iterator[slice]:
-    if isinstance(block_size, bool) or not isinstance(block_size, int | np.integer) or block_size < 1:
-        raise ValueError(f"`block_size` must be a positive integer, got {block_size!r}.")
+    check_int("block_size", block_size, min=1)
     for start in tqdm(range(0, n, block_size), desc=desc, disable=not progress):
         yield slice(start, min(start + block_size, n))
 

@@ -126,6 +126,17 @@ def resample(tile: np.ndarray, out_px: int) -> np.ndarray:
     return np.asarray(Image.fromarray(np.ascontiguousarray(tile)).resize((out_px, out_px), Image.Resampling.BOX))
 
 
+def blank(tiles: np.ndarray, tolerance: float = 2.0) -> np.ndarray:
+    """Which ``(n, h, w, 3)`` tiles are one flat colour (pixel standard deviation below ``tolerance``, 0-255)."""
+    return tiles.reshape(len(tiles), -1).astype(np.float32).std(axis=1) < tolerance
+
+
+def sample_windows(windows: TileWindows, n: int) -> TileWindows:
+    """At most ``n`` of the windows, spread evenly over them (a cheap look at an image before all is read)."""
+    keep = np.unique(np.linspace(0, len(windows) - 1, min(n, len(windows))).round().astype(int))
+    return TileWindows(windows.origin[keep], windows.window_px, windows.out_px, windows.image_shape)
+
+
 def grid_centers(image_shape, tile_px: float, tissue_mask: np.ndarray | None, min_tissue: float) -> np.ndarray:
     """Centres ``(n, 2)`` (y, x) of a regular grid of ``tile_px`` tiles covering tissue.
 

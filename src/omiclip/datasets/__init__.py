@@ -1,6 +1,7 @@
-"""Data sets: synthetic tissue with ground truth, and readers for real data."""
+"""Data sets: synthetic tissue with ground truth, and readers for real data (imported on first use)."""
 
-from ._her2st import her2st
-from ._public import synthetic_reference, synthetic_tissue
+import lazy_loader
 
-__all__ = ["her2st", "synthetic_reference", "synthetic_tissue"]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__, submod_attrs={"_her2st": ["her2st"], "_public": ["synthetic_reference", "synthetic_tissue"]}
+)

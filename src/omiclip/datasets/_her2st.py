@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from omiclip._anndata import MICRONS_PER_UNIT_KEY
+from omiclip._keys import MICRONS_PER_UNIT_KEY
 
 from ._spatialdata import build_sdata
 

@@ -18,7 +18,7 @@ from anndata import AnnData
 from scipy import ndimage, sparse
 from scipy.spatial import cKDTree
 
-from omiclip._anndata import MICRONS_PER_UNIT_KEY
+from omiclip._keys import MICRONS_PER_UNIT_KEY
 
 from ._tissue_biology import BACKGROUND_GENES, CELL_TYPES, DOMAINS, MARKERS, NUCLEI
 

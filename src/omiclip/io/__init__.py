@@ -1,5 +1,5 @@
-"""Reading and writing: results written back into SpatialData zarr stores, safely."""
+"""Reading and writing: results written back into SpatialData zarr stores, safely (imported on first use)."""
 
-from ._zarr import recover, write_elements
+import lazy_loader
 
-__all__ = ["recover", "write_elements"]
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={"_zarr": ["recover", "write_elements"]})

@@ -1,16 +1,20 @@
-"""The paper's evaluation metrics (Methods, equations 17-33)."""
+"""The paper's evaluation metrics (Methods, equations 17-33), imported on first use."""
 
-from ._retrieval import recall_at_k
-from ._scores import calinski_harabasz, impact_score, js_divergence, kendall_tau, mse, pearson, ssim, weighted_f1
+import lazy_loader
 
-__all__ = [
-    "calinski_harabasz",
-    "impact_score",
-    "js_divergence",
-    "kendall_tau",
-    "mse",
-    "pearson",
-    "recall_at_k",
-    "ssim",
-    "weighted_f1",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "_retrieval": ["recall_at_k"],
+        "_scores": [
+            "calinski_harabasz",
+            "impact_score",
+            "js_divergence",
+            "kendall_tau",
+            "mse",
+            "pearson",
+            "ssim",
+            "weighted_f1",
+        ],
+    },
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from scipy import stats
@@ -134,31 +135,59 @@ def js_divergence(p: np.ndarray, q: np.ndarray, *, axis: int = 0, base: float = 
     return float(result) if np.ndim(result) == 0 else result
 
 
-def ssim(x: np.ndarray, y: np.ndarray, *, data_range: float | None = None) -> float:
-    """Structural similarity (eq. 25) of two spatial maps (2-D images), as scikit-image computes it.
+def ssim(
+    x: np.ndarray, y: np.ndarray, *, method: Literal["global", "windowed"] = "global", data_range: float | None = None
+) -> float:
+    """Structural similarity (eq. 25) of two spatial maps, e.g. a cell type's true and predicted proportions.
+
+    ``method="global"`` (default) is eq. 25 as written, with one mean, variance and covariance over the whole
+    maps (population statistics) and the usual constants ``C1 = (0.01 L)²``, ``C2 = (0.03 L)²``; this is the
+    SSIM of the deconvolution benchmark the paper follows (Li et al., *Nat. Methods* 2022), which also divides each
+    map by its own maximum first, so that ``L = 1``. ``method="windowed"`` is scikit-image's image SSIM: the same
+    formula in a sliding 7×7 window, averaged over the map (a local measure; it scores the same maps much lower).
 
     Parameters
     ----------
     x, y
-        Two 2-D maps of one shape, e.g. a cell type's true and predicted proportions on the spot grid.
+        Two maps of one shape. ``"global"`` takes any shape (e.g. spot vectors); ``"windowed"`` needs 2-D grids.
+    method
+        ``"global"`` (eq. 25) or ``"windowed"``.
     data_range
-        Range of the values; by default both maps are scaled to [0, 1] by their joint maximum first.
+        Range ``L`` of the values, used as given. By default each map is divided by its own maximum (``"global"``,
+        as the benchmark) or both by their joint maximum (``"windowed"``), and ``L = 1``.
 
     Returns
     -------
-    SSIM in [-1, 1]; 1 for identical maps. The window is 7 pixels, or the largest odd size that fits.
+    SSIM in [-1, 1]; 1 for identical maps.
     """
-    from skimage.metrics import structural_similarity
-
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 2:
-        raise ValueError(f"SSIM needs two 2-D maps of one shape, got {x.shape} and {y.shape}.")
+    if x.shape != y.shape or x.size == 0:
+        raise ValueError(f"SSIM needs two non-empty maps of one shape, got {x.shape} and {y.shape}.")
+    if method not in ("global", "windowed"):
+        raise ValueError(f"`method` must be 'global' or 'windowed', got {method!r}.")
+    if method == "windowed" and x.ndim != 2:
+        raise ValueError(f"The windowed SSIM needs 2-D maps, got {x.ndim}-D; use method='global' for spot vectors.")
     if data_range is None:
-        top = max(x.max(), y.max())
-        x, y = (x / top, y / top) if top > 0 else (x, y)
         data_range = 1.0
-    window = min(7, *(s if s % 2 else s - 1 for s in x.shape))
-    return float(structural_similarity(x, y, data_range=data_range, win_size=max(window, 3)))
+        if method == "global":
+            x, y = _scaled_by_max(x), _scaled_by_max(y)
+        else:
+            top = max(x.max(), y.max())
+            x, y = (x / top, y / top) if top > 0 else (x, y)
+    if method == "windowed":
+        from skimage.metrics import structural_similarity
+
+        window = min(7, *(s if s % 2 else s - 1 for s in x.shape))
+        return float(structural_similarity(x, y, data_range=data_range, win_size=max(window, 3)))
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_x, mu_y = x.mean(), y.mean()
+    covariance = ((x - mu_x) * (y - mu_y)).mean()
+    return float((2 * mu_x * mu_y + c1) * (2 * covariance + c2) / ((mu_x**2 + mu_y**2 + c1) * (x.var() + y.var() + c2)))
+
+
+def _scaled_by_max(values: np.ndarray) -> np.ndarray:
+    top = values.max()
+    return values / top if top > 0 else values
 
 
 def impact_score(js: Sequence[float], ssim_scores: Sequence[float]) -> np.ndarray:

@@ -1,8 +1,16 @@
-"""OmiCLIP models: a registry of configs, strict local checkpoint loading and batched encoders."""
+"""OmiCLIP models: a registry of configs, strict local checkpoint loading and batched encoders.
 
-from ._checkpoint import save_checkpoint
-from ._encoder import Encoder, genes_in_context
-from ._load import load
-from ._registry import MODELS, ModelSpec
+Imported on first use: the registry (``MODELS``) is read without importing torch.
+"""
 
-__all__ = ["MODELS", "Encoder", "ModelSpec", "genes_in_context", "load", "save_checkpoint"]
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "_checkpoint": ["save_checkpoint"],
+        "_encoder": ["Encoder", "genes_in_context"],
+        "_load": ["load"],
+        "_registry": ["MODELS", "ModelSpec"],
+    },
+)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 CHECKPOINT_ENV = "OMICLIP_CHECKPOINT"
@@ -37,24 +40,67 @@ def find_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
     )
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint file into a dict, memory-mapped where possible.
+def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> dict[str, Any]:
+    """Load a checkpoint file into a dict, memory-mapped where possible, without running code from it.
 
-    OpenCLIP training checkpoints are pickles that hold the optimizer state too (about 3x the weights);
-    memory-mapping keeps that state on disk. They need ``weights_only=False``: only load files you trust.
+    OpenCLIP training checkpoints hold tensors, dicts, lists, numbers, strings and NumPy scalars (its cosine
+    schedule writes the learning rate as ``numpy.float64`` into the optimizer state): all of these load with
+    ``weights_only=True``. A file that names anything else needs full unpickling, which runs whatever code
+    the file names: it is refused unless ``trust`` is set. Memory-mapping keeps the optimizer state (about
+    3x the weights) on disk.
     """
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except RuntimeError as err:  # legacy (non-zip) serialisation cannot be memory-mapped
-            if "mmap" not in str(err):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_numpy_scalar_types()):
+            obj = _torch_load(path, weights_only=not trust)
+    except pickle.UnpicklingError as err:
+        # torch names the first object it refused as "GLOBAL module.name"; other errors are damaged files
+        refused = None if trust else re.search(r"GLOBAL ([\w.]+)", str(err))
+        if refused is None:
+            raise ValueError(f"Could not read checkpoint {str(path)!r} (UnpicklingError: {err}).") from err
+        raise UntrustedCheckpointError(
+            f"Checkpoint {str(path)!r} is not plain weights: it names Python objects (first: {refused[1]}) that "
+            "only full unpickling can rebuild, and full unpickling runs whatever code the file names. omiclip "
+            "loads weights only. If you trust where the file comes from, opt in with "
+            "`oc.models.load(path, trust_checkpoint=True)` (`oc.tl.finetune(..., trust_checkpoint=True)` for "
+            "`resume=`; command line: `--trust-checkpoint`)."
+        ) from None
     except Exception as err:
         raise ValueError(f"Could not read checkpoint {str(path)!r} ({type(err).__name__}: {err}).") from err
     if not isinstance(obj, Mapping):
         raise ValueError(f"Checkpoint {str(path)!r} holds a {type(obj).__name__}, not a state dict.")
     return dict(obj)
+
+
+class UntrustedCheckpointError(ValueError):
+    """A checkpoint that only full unpickling (which can run code) could read, without the opt-in."""
+
+
+def _torch_load(path, *, weights_only: bool):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    except RuntimeError as err:  # legacy (non-zip) serialisation cannot be memory-mapped
+        if "mmap" not in str(err):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+
+
+def _numpy_scalar_types() -> list:
+    """What a pickled NumPy bool/int/float scalar names: the scalar constructor and its dtype classes."""
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+    dtype_classes = [type(np.dtype(code)) for code in "?bhilqBHILQefdg"]  # bool, (unsigned) ints, floats
+    return [core.multiarray.scalar, np.dtype, *dtype_classes]
+
+
+def check_finite(state: Mapping[str, torch.Tensor], *, path: str | os.PathLike) -> None:
+    """Refuse weights with NaN or infinite values (they would give NaN embeddings, found only steps later)."""
+    for key, tensor in state.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            n_bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(
+                f"Checkpoint {str(path)!r} has non-finite weights: tensor {key!r} holds {n_bad} NaN/inf values "
+                f"of {tensor.numel()} (the first bad tensor in file order). The file is corrupt or comes from a "
+                "diverged training run: use another checkpoint (e.g. an earlier epoch)."
+            )
 
 
 def state_dict_of(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:

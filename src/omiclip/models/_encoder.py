@@ -6,7 +6,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from functools import cache, cached_property
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +27,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but torch sees no CUDA device. Use device='cpu' or 'auto'.")
+        raise ValueError(
+            f"device={str(device)!r} was asked for but torch sees no CUDA device. Use device='cpu' or 'auto'."
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={str(device)!r} was asked for but torch sees {torch.cuda.device_count()} CUDA device(s) "
+            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})."
+        )
     return device
 
 
@@ -55,6 +62,9 @@ class Encoder:
         Path of the loaded weights, or ``None`` for random weights.
     seed
         Seed of the random initialisation (``None`` when weights came from a checkpoint or were fine-tuned).
+    trust_checkpoint
+        Whether ``checkpoint`` was read by full unpickling (``trust_checkpoint=True`` of
+        :func:`omiclip.models.load`); Dask workers read it the same way.
     history
         Mean loss per epoch when the model came from :func:`omiclip.tl.finetune`, else empty.
     """
@@ -70,6 +80,7 @@ class Encoder:
         device: torch.device,
         checkpoint: Path | None,
         seed: int | None,
+        trust_checkpoint: bool = False,
     ):
         self.name = name
         self.architecture = architecture
@@ -79,6 +90,7 @@ class Encoder:
         self.device = device
         self.checkpoint = checkpoint
         self.seed = seed
+        self.trust_checkpoint = trust_checkpoint
         self.history: list[float] = []
 
     def __repr__(self) -> str:
@@ -283,47 +295,26 @@ def genes_in_context(sentences: Iterable[str], *, tokenizer: Callable | None = N
 
     open_clip's tokenizer keeps ``context_length - 2`` content tokens (start and end tokens take the rest)
     and cuts the rest; a 50-gene sentence is ~155 CLIP-BPE tokens, so the official model reads ~22 genes.
-    Word boundaries are token boundaries, so a sentence's token count is the sum of its genes' counts.
+    Word boundaries are token boundaries, so a sentence's token count is the sum of its genes' counts; they are
+    counted with open_clip's CLIP-BPE vocabulary, each distinct gene once per process.
 
     Parameters
     ----------
     sentences
         Gene sentences (space-separated symbols).
     tokenizer
-        An open_clip tokenizer; default open_clip's ``coca_ViT-L-14`` tokenizer, shared by every OmiCLIP model.
+        The open_clip tokenizer whose context length applies; default 76 tokens, that of every OmiCLIP model.
 
     Returns
     -------
     ``(n_sentences,)`` int32: how many leading genes of each sentence the text encoder reads.
     """
-    tokenizer = tokenizer or default_tokenizer()
-    budget = content_tokens(tokenizer)
-    cost: dict[str, int] = {}
-    counts = []
-    for sentence in sentences:
-        genes = sentence.split()
-        for gene in genes:
-            if gene not in cost:
-                cost[gene] = len(tokenizer.encode(gene))
-        used = np.cumsum([cost[gene] for gene in genes])
-        counts.append(int((used <= budget).sum()))
-    return np.asarray(counts, dtype=np.int32)
+    from omiclip._core import tokens
 
-
-def token_counts(words: Iterable[str], *, tokenizer: Callable | None = None) -> np.ndarray:
-    """Number of BPE tokens of each word."""
-    tokenizer = tokenizer or default_tokenizer()
-    return np.asarray([len(tokenizer.encode(word)) for word in words], dtype=np.int64)
+    budget = tokens.CONTENT_TOKENS if tokenizer is None else content_tokens(tokenizer)
+    return tokens.genes_in_context(sentences, budget)
 
 
 def content_tokens(tokenizer: Callable) -> int:
     """Tokens left for text once the start and end tokens are placed."""
     return int(tokenizer.context_length) - 2
-
-
-@cache
-def default_tokenizer():
-    """open_clip's ``coca_ViT-L-14`` tokenizer, shared by every OmiCLIP model."""
-    import open_clip
-
-    return open_clip.get_tokenizer("coca_ViT-L-14")

@@ -22,6 +22,7 @@ def load(
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
+    trust_checkpoint: bool = False,
 ) -> Encoder:
     """Load an OmiCLIP model.
 
@@ -34,12 +35,18 @@ def load(
     checkpoint
         Local weights: an OpenCLIP training checkpoint (``{"state_dict": ...}``, with or without
         ``module.`` prefixes) or a bare state dict. For ``"omiclip"`` it defaults to
-        ``$OMICLIP_CHECKPOINT``, then ``~/.cache/omiclip/checkpoint.pt``. Loaded strictly.
+        ``$OMICLIP_CHECKPOINT``, then ``~/.cache/omiclip/checkpoint.pt``. Loaded strictly, with
+        ``torch.load(weights_only=True)``: tensors, containers, numbers, strings and NumPy scalars only, so
+        loading runs no code from the file. Weights with NaN or infinite values are an error.
     device
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``…; ``None`` picks CUDA when present.
     seed
         Seed of the random initialisation of models loaded without a checkpoint: two loads with the
         same seed have identical weights.
+    trust_checkpoint
+        Read a checkpoint that holds other Python objects by full unpickling. Unpickling runs whatever code
+        the file names: set this only for files from a source you trust. Without it such a file is refused
+        with an error that names it.
 
     Returns
     -------
@@ -61,13 +68,14 @@ def load(
     state, path = None, None
     if checkpoint is not None or (spec is not None and spec.needs_checkpoint):
         path = _checkpoint.find_checkpoint(checkpoint)
-        content = _checkpoint.read_checkpoint(path)
+        content = _checkpoint.read_checkpoint(path, trust=trust_checkpoint)
         saved_name = _checkpoint.model_name_in(content)
         if spec is None:
             spec = get_spec(saved_name or "omiclip")
         elif saved_name and saved_name != spec.name:
             raise ValueError(f"Checkpoint {str(path)!r} was saved from model {saved_name!r}, not {spec.name!r}.")
         state = _checkpoint.state_dict_of(content)
+        _checkpoint.check_finite(state, path=path)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -83,6 +91,7 @@ def load(
         device=device,
         checkpoint=path,
         seed=None if state is not None else seed,
+        trust_checkpoint=trust_checkpoint and path is not None,
     )
     logg.finished(start, note=repr(encoder))
     return encoder

@@ -1,18 +1,13 @@
-"""Plotting: every result one call away from a picture of the tissue."""
+"""Plotting: every result one call away from a picture of the tissue (imported on first use)."""
 
-from ._align import alignment, alignment_stack
-from ._embedding import embedding, embedding_rgb, pcs_as_rgb
-from ._retrieval import retrieval
-from ._spatial import annotation, predex, proportions
+import lazy_loader
 
-__all__ = [
-    "alignment",
-    "alignment_stack",
-    "annotation",
-    "embedding",
-    "embedding_rgb",
-    "pcs_as_rgb",
-    "predex",
-    "proportions",
-    "retrieval",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "_align": ["alignment", "alignment_stack"],
+        "_embedding": ["embedding", "embedding_rgb", "pcs_as_rgb"],
+        "_retrieval": ["retrieval"],
+        "_spatial": ["annotation", "predex", "proportions"],
+    },
+)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from anndata import AnnData
 
 from omiclip._anndata import check_same_dim, get_rep, get_table
+from omiclip._docs import doc_params
+from omiclip._keys import ALIGNED_KEY, SPATIAL_KEY, stack_key
 from omiclip.pl._embedding import pcs_as_rgb
 from omiclip.pl._utils import (
     background,
@@ -22,16 +26,21 @@ from omiclip.pl._utils import (
     save_figure,
 )
 
+if TYPE_CHECKING:
+    from mpl_toolkits.mplot3d import Axes3D
+    from spatialdata import SpatialData
+
 # section colours when no embedding colours them
 _SOURCE, _TARGET = "tab:red", "tab:blue"
 
 
+@doc_params
 def alignment(
-    source,
-    target,
+    source: AnnData | SpatialData,
+    target: AnnData | SpatialData,
     *,
-    key: str = "spatial_aligned",
-    spatial_key: str = "spatial",
+    key: str = ALIGNED_KEY,
+    spatial_key: str = SPATIAL_KEY,
     use_rep: str | None = "X_omiclip_text",
     target_rep: str | None = None,
     image_key: str | None = None,
@@ -70,8 +79,7 @@ def alignment(
         Marker size of the source (the target's is three times larger).
     ax
         Two axes to draw into (default: a new figure).
-    save
-        Write the figure to this path.
+    {save}
 
     Returns
     -------
@@ -120,10 +128,11 @@ def alignment(
     return axes
 
 
+@doc_params
 def alignment_stack(
-    sections: Sequence,
+    sections: Sequence[AnnData | SpatialData],
     *,
-    key: str = "spatial_aligned",
+    key: str = ALIGNED_KEY,
     use_rep: str | None = "X_omiclip_text",
     z_spacing: float | None = None,
     table_key: str | None = None,
@@ -132,7 +141,7 @@ def alignment_stack(
     azim: float = -60.0,
     ax=None,
     save: str | os.PathLike | None = None,
-):
+) -> Axes3D:
     """Serial sections aligned by :func:`omiclip.tl.align_stack`, stacked in 3-D and seen from the side.
 
     Spots are coloured by the first three principal components of all sections' embeddings, computed
@@ -159,8 +168,7 @@ def alignment_stack(
         Azimuth of the view in degrees.
     ax
         A 3-D axes to draw into (``fig.add_subplot(projection="3d")``; default: a new figure).
-    save
-        Write the figure to this path.
+    {save}
 
     Returns
     -------
@@ -205,7 +213,7 @@ def alignment_stack(
 
 def _heights(tables, xys, key: str, z_spacing: float | None) -> list[np.ndarray]:
     """Each section's spot heights: its ``{key}_3d`` z, or its position in the stack times a spacing."""
-    stacked = f"{key}_3d"
+    stacked = stack_key(key)
     if z_spacing is None and all(stacked in table.obsm for table in tables):
         heights = []
         for table in tables:

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from omiclip._anndata import check_not_empty, check_same_dim, embedding_key, get_rep, get_table
+from omiclip._anndata import check_not_empty, check_same_dim, get_rep, get_table
+from omiclip._docs import doc_params
+from omiclip._keys import SPATIAL_KEY, embedding_key
+from omiclip._validate import check_choice
 from omiclip.pl._utils import check_finite, check_save, frame, panels, positions, save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from spatialdata import SpatialData
 
 # UMAP's spectral initialisation needs more points than its 2 dimensions + 1; fewer fail deep in scipy
 _UMAP_MIN_POINTS = 4
@@ -47,17 +54,18 @@ def pcs_as_rgb(embedding: np.ndarray) -> np.ndarray:
     return (pcs - pcs.min(axis=0)) / np.maximum(np.ptp(pcs, axis=0), 1e-12)
 
 
+@doc_params
 def embedding_rgb(
-    data,
+    data: AnnData | SpatialData,
     *,
     use_rep: str = "X_omiclip_image",
-    spatial_key: str = "spatial",
+    spatial_key: str = SPATIAL_KEY,
     table_key: str | None = None,
     size: float = 8.0,
     title: str | None = None,
     ax=None,
     save: str | os.PathLike | None = None,
-):
+) -> Axes:
     """Observations at their positions, coloured by the first three PCs of an embedding (as the paper's figures).
 
     Similar colours mean similar embeddings, so tissue regions that the model tells apart stand out.
@@ -68,18 +76,15 @@ def embedding_rgb(
         AnnData or SpatialData with ``.obsm[use_rep]`` and ``.obsm[spatial_key]``.
     use_rep
         Embedding in ``.obsm``.
-    spatial_key
-        Positions ``(x, y)`` in ``.obsm``.
-    table_key
-        Table of a SpatialData object with several tables.
+    {spatial_key}
+    {table_key}
     size
         Marker size.
     title
         Axes title (default: ``use_rep``).
     ax
         Matplotlib axes to draw into (default: a new figure).
-    save
-        Write the figure to this path.
+    {save}
 
     Returns
     -------
@@ -98,8 +103,9 @@ def embedding_rgb(
     return ax
 
 
+@doc_params
 def embedding(
-    data,
+    data: AnnData | SpatialData,
     *,
     color: str | Sequence[str] | None = None,
     use_rep: str | Sequence[str] | None = None,
@@ -135,14 +141,10 @@ def embedding(
         Seed of the UMAP.
     size
         Marker size (default: scanpy's).
-    table_key
-        Table of a SpatialData object with several tables.
-    ncols
-        Panels per row.
-    ax
-        Axes to draw into, one per panel (default: a new figure).
-    save
-        Write the figure to this path.
+    {table_key}
+    {ncols}
+    {ax}
+    {save}
 
     Returns
     -------
@@ -161,8 +163,7 @@ def embedding(
     for name in keys:
         if name not in table.obs:
             raise KeyError(f"Did not find {name!r} in `.obs`; colour by one of {list(table.obs.columns)[:10]}.")
-    if basis not in ("umap", "pca"):
-        raise ValueError(f"`basis` must be 'umap' or 'pca', got {basis!r}.")
+    check_choice("basis", basis, ("umap", "pca"))
     n_points = table.n_obs * len(reps)
     if basis == "umap" and n_points < _UMAP_MIN_POINTS:
         raise ValueError(

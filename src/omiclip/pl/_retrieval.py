@@ -5,23 +5,31 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from anndata import AnnData
 
-from omiclip._anndata import UNS_KEY, get_table, is_spatialdata
+from omiclip._anndata import as_names, get_table, is_spatialdata
+from omiclip._docs import doc_params
+from omiclip._keys import RETRIEVED_KEY, get_record, scores_key
 from omiclip.pl._utils import check_save, panels, save_figure
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 # longest side of a tile drawn in a panel: full resolution up to this, resampled beyond
 _TILE_PX = 256
 
 
+@doc_params
 def retrieval(
-    query,
-    reference,
+    query: AnnData | SpatialData,
+    reference: AnnData | SpatialData,
     *,
     obs: str | Sequence[str] | None = None,
     n: int = 5,
-    key: str = "omiclip_retrieved",
+    key: str = RETRIEVED_KEY,
     image_key: str | None = None,
     reference_image_key: str | None = None,
     table_key: str | None = None,
@@ -45,19 +53,16 @@ def retrieval(
     n
         Reference tiles per query (at most the ``k`` retrieved).
     key
-        ``key_added`` of the retrieval: positions ``.obsm[key]``, similarities ``.obsm[key + "_scores"]``.
+        ``key_added`` of the retrieval: positions ``.obsm[key]``, similarities ``.obsm[f"{key}_scores"]``.
     image_key
         Image of the query (default: its only image; ``"hires"`` for Visium AnnData).
     reference_image_key
         Image of the reference (likewise).
-    table_key
-        Table of a SpatialData query with several tables.
-    reference_table_key
-        Table of a SpatialData reference with several tables.
+    {table_key}
+    {reference_table_key}
     ax
         Axes to draw into, ``n + 1`` per query observation (default: a new figure).
-    save
-        Write the figure to this path.
+    {save}
 
     Returns
     -------
@@ -66,14 +71,14 @@ def retrieval(
     check_save(save)
     query_table = get_table(query, table_key)
     reference_table = get_table(reference, reference_table_key)
-    for name in (key, f"{key}_scores"):
+    for name in (key, scores_key(key)):
         if name not in query_table.obsm:
             raise KeyError(f"Did not find {name!r} in `.obsm`. Run `oc.tl.retrieve` first.")
-    record = query_table.uns.get(UNS_KEY, {}).get("retrieve", {})
+    record = get_record(query_table, "retrieve", key, made_by="oc.tl.retrieve")
     if "reference_obs_names" not in record:
-        raise KeyError("`.uns['omiclip']['retrieve']` lacks the reference's names. Run `oc.tl.retrieve` first.")
+        raise KeyError(f"The record of `oc.tl.retrieve` for {key!r} lacks the reference's names; run it again.")
     retrieved = np.asarray(query_table.obsm[key])
-    scores = np.asarray(query_table.obsm[f"{key}_scores"])
+    scores = np.asarray(query_table.obsm[scores_key(key)])
     if not 1 <= n <= retrieved.shape[1]:
         raise ValueError(f"`n` must be between 1 and the {retrieved.shape[1]} retrieved per query, got {n}.")
     shown = [query_table.obs_names[0]] if obs is None else ([obs] if isinstance(obs, str) else list(obs))
@@ -82,7 +87,7 @@ def retrieval(
     rows = query_table.obs_names.get_indexer(shown)
     if (rows < 0).any():
         raise KeyError(f"Query observations {[o for o, r in zip(shown, rows, strict=True) if r < 0][:5]} not found.")
-    reference_names = np.asarray(record["reference_obs_names"], dtype=str)
+    reference_names = as_names(record["reference_obs_names"])
     picked = retrieved[rows, :n]
     if not np.issubdtype(picked.dtype, np.integer) or picked.min() < 0 or picked.max() >= len(reference_names):
         raise ValueError(

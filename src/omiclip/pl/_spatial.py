@@ -5,25 +5,32 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from omiclip._anndata import check_not_empty, check_obs_key, get_table
+from omiclip._anndata import check_not_empty, check_obs_key, get_table, restore_names
+from omiclip._docs import doc_params
+from omiclip._keys import ANNOTATION_KEY, PROPORTIONS_KEY, SPATIAL_KEY, colors_key, scores_key
 from omiclip.metrics import pearson
 from omiclip.pl._utils import check_finite, check_save, panels, save_figure, spot_panel, spots
 
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
+
+@doc_params
 def annotation(
-    data,
+    data: AnnData | SpatialData,
     *,
-    key: str = "omiclip_annotation",
+    key: str = ANNOTATION_KEY,
     references: Sequence[str] | None = None,
     labels: bool = True,
     image_key: str | None = None,
-    spatial_key: str = "spatial",
+    spatial_key: str = SPATIAL_KEY,
     table_key: str | None = None,
     size: float | None = None,
     cmap: str = "viridis",
@@ -41,29 +48,20 @@ def annotation(
     data
         AnnData or SpatialData annotated by :func:`omiclip.tl.annotate`.
     key
-        ``key_added`` of the annotation: labels ``.obs[key]``, scores ``.obsm[key + "_scores"]``.
+        ``key_added`` of the annotation: labels ``.obs[key]``, scores ``.obsm[f"{key}_scores"]``.
     references
         References to show (default: all).
     labels
         Add the label map as the last panel.
-    image_key
-        Draw this image under the spots (a SpatialData image element; ``"hires"``/``"lowres"`` for Visium
-        AnnData).
-    spatial_key
-        Positions in ``.obsm``.
-    table_key
-        Table of a SpatialData object with several tables.
-    size
-        Spot diameter in the units of ``spatial_key`` (default: the spots' own size with an image, else the
-        distance between neighbouring spots).
+    {image_key}
+    {spatial_key}
+    {table_key}
+    {size}
     cmap
         Colour map of the heat maps.
-    ncols
-        Panels per row.
-    ax
-        Axes to draw into, one per panel (default: a new figure).
-    save
-        Write the figure to this path.
+    {ncols}
+    {ax}
+    {save}
 
     Returns
     -------
@@ -73,10 +71,10 @@ def annotation(
     table = get_table(data, table_key)
     check_not_empty(table)
     check_obs_key(table, key, made_by="oc.tl.annotate")
-    scores = _obsm_frame(table, f"{key}_scores", made_by="oc.tl.annotate", column="reference")
-    shown = _columns(scores, references, f"{key}_scores", "references")
+    scores = _obsm_frame(table, scores_key(key), made_by="oc.tl.annotate", column="reference")
+    shown = _columns(scores, references, scores_key(key), "references")
     values = scores[shown].to_numpy(dtype=np.float64)
-    check_finite(values, f"`.obsm[{key + '_scores'!r}]`")
+    check_finite(values, f"`.obsm[{scores_key(key)!r}]`")
     where = spots(data, spatial_key=spatial_key, image_key=image_key, table_key=table_key, size=size)
 
     fig, axes = panels(ax, len(shown) + int(labels), ncols=ncols)
@@ -85,7 +83,7 @@ def annotation(
         spot_panel(panel, where, scores[reference].to_numpy(), title=str(reference), cmap=cmap, vmin=low, vmax=high)
     if labels:
         label = table.obs[key].astype("category")
-        colors = table.uns.get(f"{key}_colors")
+        colors = table.uns.get(colors_key(key))
         if colors is not None and len(colors) != len(label.cat.categories):
             colors = None
         spot_panel(axes[-1], where, label, title=key, colors=colors)
@@ -93,14 +91,15 @@ def annotation(
     return axes
 
 
+@doc_params
 def proportions(
-    data,
+    data: AnnData | SpatialData,
     *,
-    key: str = "omiclip_proportions",
+    key: str = PROPORTIONS_KEY,
     cell_types: Sequence[str] | None = None,
     truth_key: str | None = None,
     image_key: str | None = None,
-    spatial_key: str = "spatial",
+    spatial_key: str = SPATIAL_KEY,
     table_key: str | None = None,
     size: float | None = None,
     cmap: str = "viridis",
@@ -122,22 +121,14 @@ def proportions(
         ``.obsm`` DataFrame of known proportions (e.g. ``"true_proportions"`` of the synthetic data): each cell
         type's panel is followed by the truth on the same colour scale, and the estimate's title gives their
         Pearson correlation across spots.
-    image_key
-        Draw this image under the spots.
-    spatial_key
-        Positions in ``.obsm``.
-    table_key
-        Table of a SpatialData object with several tables.
-    size
-        Spot diameter in the units of ``spatial_key``.
-    cmap
-        Colour map.
-    ncols
-        Panels per row.
-    ax
-        Axes to draw into, one per panel (default: a new figure).
-    save
-        Write the figure to this path.
+    {image_key}
+    {spatial_key}
+    {table_key}
+    {size}
+    {cmap}
+    {ncols}
+    {ax}
+    {save}
 
     Returns
     -------
@@ -175,14 +166,15 @@ def proportions(
     return axes
 
 
+@doc_params
 def predex(
-    data,
+    data: AnnData | SpatialData,
     predicted: AnnData | str,
     *,
     genes: Sequence[str] | None = None,
     layer: str | None = None,
     image_key: str | None = None,
-    spatial_key: str = "spatial",
+    spatial_key: str = SPATIAL_KEY,
     table_key: str | None = None,
     size: float | None = None,
     cmap: str = "viridis",
@@ -202,20 +194,14 @@ def predex(
         Genes to show (default: the first four predicted).
     layer
         Layer of the measured expression (default ``X``).
-    image_key
-        Draw this image under the spots.
-    spatial_key
-        Positions in ``.obsm``.
-    table_key
-        Table of a SpatialData object with several tables.
-    size
-        Spot diameter in the units of ``spatial_key``.
-    cmap
-        Colour map.
+    {image_key}
+    {spatial_key}
+    {table_key}
+    {size}
+    {cmap}
     ax
         Axes to draw into, two per gene (default: a new figure).
-    save
-        Write the figure to this path.
+    {save}
 
     Returns
     -------
@@ -271,7 +257,7 @@ def _obsm_frame(table: AnnData, key: str, *, made_by: str | None, column: str) -
     frame = table.obsm[key]
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"`.obsm[{key!r}]` must be a DataFrame with one column per {column}.")
-    return frame
+    return restore_names(frame)
 
 
 def _columns(frame: pd.DataFrame, chosen: Sequence[str] | None, key: str, param: str) -> list:

@@ -1,7 +1,12 @@
-"""Preprocessing: gene sentences, image tiles and pseudo-spots."""
+"""Preprocessing: gene sentences, image tiles and pseudo-spots (imported on first use)."""
 
-from ._gene_sentences import gene_sentences
-from ._pseudo_spots import pseudo_spots
-from ._tiles import Tiles, tiles
+import lazy_loader
 
-__all__ = ["Tiles", "gene_sentences", "pseudo_spots", "tiles"]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "_gene_sentences": ["gene_sentences"],
+        "_pseudo_spots": ["pseudo_spots"],
+        "_tiles": ["Tiles", "tiles"],
+    },
+)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Collection
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -11,35 +11,71 @@ from anndata import AnnData
 from scipy import sparse
 
 from omiclip import _logging as logg
-from omiclip._anndata import SENTENCE_KEY, check_not_empty, get_table, record, working_copy
-from omiclip._core.sentences import genes_within_budget, join_sentences, pad_with_unexpressed, top_genes
+from omiclip._anndata import check_not_empty, get_table, working_copy
+from omiclip._core.sentences import (
+    genes_within_budget,
+    join_sentences,
+    lowest_ties,
+    pad_with_unexpressed,
+    top_genes,
+)
+from omiclip._core.tokens import CONTENT_TOKENS, word_token_counts
+from omiclip._docs import doc_params
 from omiclip._housekeeping import housekeeping_genes
+from omiclip._keys import SENTENCE_COUNTS, SENTENCE_KEY, claim, record, sentence_count_key
+from omiclip._validate import check_choice, check_int
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 # the official code drops names with "." or "-": versioned Ensembl IDs, MT-*, HLA-*, clone names
 _LOKI_NAME_PATTERN = re.compile(r"[.\-]")
+# Ensembl gene IDs of any species (ENSG, ENSMUSG, ENSRNOG, ENSDARG, ...), with or without a version
+_ENSEMBL_ID = re.compile(r"^ENS[A-Z]{0,6}G\d{11}(\.\d+)?$")
+# .var columns that hold symbols when var_names are IDs: scanpy's read_10x_mtx(var_names="gene_ids") writes
+# "gene_symbols", CELLxGENE "feature_name", GEO and Seurat conversions "gene_name"/"gene_symbol"/"symbol";
+# "gene_ids" (scanpy, spatialdata-io) holds the Ensembl IDs themselves
+SYMBOL_COLUMNS = (
+    "gene_symbols",
+    "gene_symbol",
+    "gene_name",
+    "gene_names",
+    "feature_name",
+    "symbol",
+    "Symbol",
+    "SYMBOL",
+)
+# a sentence is tie-ordered when at least this share of the genes the model reads are tied at its lowest count
+_TIE_ORDERED_SHARE = 0.5
 
 
+@doc_params
 def gene_sentences(
-    data,
+    data: AnnData | SpatialData,
     *,
     n_genes: int = 50,
     layer: str | None = None,
     gene_symbols: str | None = None,
     exclude: Literal["loki"] | Collection[str] | None = "loki",
-    pad: bool = False,
+    pad: bool = True,
+    ties: Literal["var_order", "mean"] = "var_order",
     key_added: str = SENTENCE_KEY,
     table_key: str | None = None,
     copy: bool = False,
-) -> AnnData | None:
+) -> AnnData | SpatialData | None:
     """Write each observation's top expressed genes as a "gene sentence", the text OmiCLIP reads.
 
     Genes are ranked by their value in ``X`` (or ``layer``), highest first, ties in var order, and the
-    top ``n_genes`` with a value above zero are joined by single spaces. Per-observation normalisation
-    and log1p do not change the ranking, so raw and normalised counts give the same sentences. Dense
-    and sparse matrices are processed in row chunks without densifying (memory O(nnz)).
+    top ``n_genes`` are joined by single spaces; observations with fewer expressed genes are completed with
+    zero-count genes, as the official code does. Per-observation normalisation and log1p do not change the
+    ranking, so raw and normalised counts give the same sentences. Dense and sparse matrices are processed in
+    row chunks without densifying (memory O(nnz)).
 
     The official model's tokenizer keeps 74 content tokens, about 22 of 50 genes; the number of genes
-    that survive is recorded per observation.
+    that survive is recorded per observation, and so is the number of genes whose place comes from the tie
+    order rather than from expression. On low-count data (e.g. Xenium cells, ~10 counts) most genes a sentence
+    shows the model are tied at the lowest count: a warning says so, and ``ties="mean"`` orders them by the
+    gene's mean expression in the dataset instead of by var order.
 
     Parameters
     ----------
@@ -50,20 +86,26 @@ def gene_sentences(
     layer
         Layer to rank instead of ``X``.
     gene_symbols
-        ``.var`` column with gene symbols, when ``var_names`` are not symbols (e.g. Ensembl IDs).
+        ``.var`` column with gene symbols. By default ``var_names``; when most of those are Ensembl IDs (the
+        model only knows symbols) the first of these columns that holds symbols is used:
+        ``"gene_symbols"``, ``"gene_symbol"``, ``"gene_name"``, ``"gene_names"``, ``"feature_name"``,
+        ``"symbol"``, ``"Symbol"``, ``"SYMBOL"``; with none, an error says how to add one. Symbols must not
+        contain whitespace (a sentence is split on it). Genes without a symbol (NaN, empty) are never chosen.
     exclude
         ``"loki"``: the official exclusions, names containing ``.`` or ``-`` and Loki's 394
         housekeeping genes. A collection of symbols: exactly those. ``None``: nothing.
     pad
-        Complete observations with fewer than ``n_genes`` expressed genes with zero-count genes in
-        var order, as the official code does (for exact compatibility). By default they get shorter
-        sentences.
+        Complete observations with fewer than ``n_genes`` expressed genes with zero-count genes (in the tie
+        order), as the official code does; the official model was trained on such sentences. ``False``:
+        such observations get shorter sentences.
+    ties
+        Order of genes with equal values (and of padding genes). ``"var_order"``: the order of ``.var``, as the
+        official code (pandas ``nlargest(keep="first")``). ``"mean"``: the gene's mean value over all
+        observations, highest first, then var order.
     key_added
-        ``.obs`` column to write.
-    table_key
-        Table of a SpatialData object with several tables.
-    copy
-        Return a modified copy instead of writing into ``data``.
+        ``.obs`` column to write; the per-observation counts go to columns named after it.
+    {table_key}
+    {copy}
 
     Returns
     -------
@@ -71,65 +113,113 @@ def gene_sentences(
 
     ``.obs[key_added]``
         The sentences (``str``).
-    ``.uns["omiclip"]["gene_sentences"]``
-        Parameters, plus ``n_genes_kept`` (genes per sentence) and ``n_genes_in_context`` (genes that
-        fit in the 76-token context of the OmiCLIP tokenizer), one value per observation.
+    ``.obs[f"{key_added}_n_expressed"]``
+        Expressed genes in the sentence (the others are padding).
+    ``.obs[f"{key_added}_n_in_context"]``
+        Leading genes that fit in the 76-token context of the OmiCLIP tokenizer: those the model reads.
+    ``.obs[f"{key_added}_n_ties"]``, ``.obs[f"{key_added}_n_ties_in_context"]``
+        Genes of the sentence, and of those the model reads, tied at the sentence's lowest value with another
+        gene of the observation (padding genes included): the tie order, not expression, chose or placed them.
+    ``.uns["omiclip"]["gene_sentences"][key_added]``
+        Parameters (with the symbol column used), the number of excluded genes and of tie-ordered sentences
+        (at least half of the genes the model reads are such ties), and the ``.obs`` columns written.
     """
     adata = get_table(data, table_key)
     check_not_empty(adata)
     if adata.n_vars == 0:
         raise ValueError("The data has no genes (n_vars == 0): there is nothing to rank.")
-    # bool is an int subclass: True would pass as 1 and fail later, far from the cause
-    if not isinstance(n_genes, int | np.integer) or isinstance(n_genes, bool) or n_genes < 1:
-        raise ValueError(f"`n_genes` must be a positive integer, got {n_genes!r}.")
+    check_int("n_genes", n_genes, min=1)
+    check_choice("ties", ties, ("var_order", "mean"))
+    columns = [key_added, *(sentence_count_key(key_added, count) for count in SENTENCE_COUNTS)]
+    claim(adata, [("obs", column) for column in columns])
     if exclude is not None and not isinstance(exclude, str):
         exclude = list(exclude)  # a generator would be used up before it is recorded
     matrix = _expression(adata, layer)
-    symbols, missing = _symbols(adata, gene_symbols)
+    symbols, missing, symbol_column = _symbols(adata, gene_symbols)
     excluded = _excluded(symbols, exclude) | missing
+    _check_no_whitespace(symbols, excluded, symbol_column)
 
     start = logg.info(f"writing gene sentences of the top {n_genes} genes")
-    top = top_genes(matrix, n_genes, excluded=excluded)
-    n_kept = (top >= 0).sum(axis=1)
-    n_empty = int((n_kept == 0).sum())
+    tie_order = None if ties == "var_order" else _by_mean(matrix)
+    ranking = top_genes(matrix, n_genes, excluded=excluded, tie_order=tie_order)
+    n_expressed = (ranking.columns >= 0).sum(axis=1).astype(np.int32)
     if pad:
-        top = pad_with_unexpressed(top, matrix, excluded=excluded)
-    sentences = join_sentences(top, symbols)
-    n_in_context = _genes_in_context(top, symbols)
-    if n_empty:
-        warnings.warn(
-            f"{n_empty} of {adata.n_obs} observations have no expressed (non-excluded) gene"
-            + (" and got an empty sentence." if not pad else "; their sentences are padding only."),
-            UserWarning,
-            stacklevel=2,
-        )
-    median_in_context = float(np.median(n_in_context))
-    if median_in_context < min(n_genes, np.median(n_kept)):
-        logg.info(
-            f"    the OmiCLIP tokenizer reads only the first ~{median_in_context:g} genes of each sentence "
-            "(76-token context); the rest are cut"
-        )
+        candidates = np.flatnonzero(~excluded) if tie_order is None else tie_order[~excluded[tie_order]]
+        ranking = pad_with_unexpressed(ranking, candidates=candidates)
+    sentences = join_sentences(ranking.columns, symbols)
+    n_in_context = genes_within_budget(ranking.columns, _token_cost(symbols), CONTENT_TOKENS)
+    n_ties, n_ties_in_context = lowest_ties(ranking, n_in_context)
+    n_tie_ordered = int(((n_ties_in_context >= _TIE_ORDERED_SHARE * n_in_context) & (n_in_context > 0)).sum())
+    _report(n_expressed, n_in_context, n_ties_in_context, n_tie_ordered, n_genes=n_genes, pad=pad, ties=ties)
 
     data = working_copy(data, copy)
     adata = get_table(data, table_key)
-    adata.obs[key_added] = pd.Series(sentences, index=adata.obs_names, dtype=object)
+    counts = (n_expressed, n_in_context, n_ties, n_ties_in_context)
+    per_observation = dict(
+        zip(columns, [pd.Series(sentences, index=adata.obs_names, dtype=object), *counts], strict=True)
+    )
+    for column, values in per_observation.items():
+        adata.obs[column] = values
     record(
         adata,
         "gene_sentences",
+        key_added,
         {
             "key_added": key_added,
             "n_genes": int(n_genes),
             "layer": layer,
-            "gene_symbols": gene_symbols,
+            "gene_symbols": symbol_column,
             "exclude": exclude if isinstance(exclude, str) or exclude is None else sorted(exclude),
             "n_excluded_genes": int(excluded.sum()),
             "pad": pad,
-            "n_genes_kept": n_kept.astype(np.int32),
-            "n_genes_in_context": n_in_context,
+            "ties": ties,
+            "n_tie_ordered": n_tie_ordered,
+            "obs_columns": list(per_observation),
         },
     )
-    logg.finished(start, [(key_added, "gene sentences (obs)"), ("omiclip/gene_sentences", "parameters (uns)")])
+    logg.finished(
+        start,
+        [
+            (key_added, "gene sentences and counts per sentence (obs)"),
+            (f"omiclip/gene_sentences/{key_added}", "parameters (uns)"),
+        ],
+    )
     return data if copy else None
+
+
+def _report(n_expressed, n_in_context, n_ties_in_context, n_tie_ordered, *, n_genes, pad, ties) -> None:
+    """Warn about empty and tie-ordered sentences, and log how much of a sentence the model reads."""
+    n_obs = len(n_expressed)
+    n_empty = int((n_expressed == 0).sum())
+    if n_empty:
+        warnings.warn(
+            f"{n_empty} of {n_obs} observations have no expressed (non-excluded) gene"
+            + (" and got an empty sentence." if not pad else "; their sentences are padding only."),
+            UserWarning,
+            stacklevel=3,
+        )
+    if n_tie_ordered > n_obs / 2:
+        reading = np.median(n_in_context)
+        message = (
+            f"{n_tie_ordered} of {n_obs} sentences ({n_tie_ordered / n_obs:.0%}) are tie-ordered: at least half of "
+            f"the genes the model reads (median {np.median(n_ties_in_context):g} of {reading:g}) are tied at the "
+            "sentence's lowest count (low counts per observation, e.g. Xenium cells)"
+        )
+        if ties == "var_order":
+            warnings.warn(
+                f"{message}, so var order, not expression, picks and orders them. Pass `ties='mean'` to order "
+                "ties by the genes' mean expression, or pool observations first (`oc.pp.pseudo_spots`).",
+                UserWarning,
+                stacklevel=3,
+            )
+        else:
+            logg.info(f"    {message}; they are ordered by mean expression")
+    median_in_context = float(np.median(n_in_context))
+    if median_in_context < min(n_genes, np.median(n_expressed) if not pad else n_genes):
+        logg.info(
+            f"    the OmiCLIP tokenizer reads only the first ~{median_in_context:g} genes of each sentence "
+            "(76-token context); the rest are cut"
+        )
 
 
 def _expression(adata: AnnData, layer: str | None):
@@ -151,14 +241,25 @@ def _expression(adata: AnnData, layer: str | None):
     return matrix
 
 
-def _symbols(adata: AnnData, gene_symbols: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Gene symbols, and which are missing (NaN or empty in a symbol column: such genes are never chosen)."""
+def _symbols(adata: AnnData, gene_symbols: str | None) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Gene symbols, which are missing (NaN or empty: never chosen), and the ``.var`` column they came from."""
+    if gene_symbols is None:
+        names = pd.Series(adata.var_names)
+        if _mostly_ensembl(names):
+            gene_symbols = _symbol_column(adata)
+            logg.info(f"    `var_names` are Ensembl IDs: gene symbols from `.var[{gene_symbols!r}]`")
+    elif gene_symbols not in adata.var:
+        raise KeyError(
+            f"Column {gene_symbols!r} not found in `.var` (`gene_symbols=`); available: {list(adata.var.columns)}."
+        )
     if gene_symbols is None:
         symbols, where = pd.Series(adata.var_names), "`var_names`"
-    elif gene_symbols not in adata.var:
-        raise KeyError(f"Column {gene_symbols!r} not found in `.var`; available: {list(adata.var.columns)}.")
     else:
         symbols, where = adata.var[gene_symbols].reset_index(drop=True), f"`.var[{gene_symbols!r}]`"
+        if _mostly_ensembl(symbols):
+            raise ValueError(
+                f"{where} holds Ensembl IDs, not gene symbols (the model reads symbols). " + _symbol_fix(adata)
+            )
     missing = (symbols.isna() | (symbols.astype(str).str.strip() == "")).to_numpy()
     symbols = symbols.astype(str).where(~missing, "")
     present = symbols[~missing]
@@ -168,7 +269,44 @@ def _symbols(adata: AnnData, gene_symbols: str | None) -> tuple[np.ndarray, np.n
             f"{where} are not unique (e.g. {dupes}): sentences would repeat genes. "
             "Sum duplicated genes or call `adata.var_names_make_unique()`."
         )
-    return np.asarray(symbols, dtype=object), missing
+    return np.asarray(symbols, dtype=object), missing, gene_symbols
+
+
+def _mostly_ensembl(names: pd.Series) -> bool:
+    names = names.dropna().astype(str)
+    return len(names) > 0 and names.str.match(_ENSEMBL_ID).mean() > 0.5
+
+
+def _symbol_column(adata: AnnData) -> str:
+    """The first usual symbol column of ``.var`` that holds symbols, or the error that says how to get one."""
+    for column in SYMBOL_COLUMNS:
+        if column in adata.var and not _mostly_ensembl(adata.var[column]):
+            return column
+    raise ValueError(
+        "`var_names` are Ensembl IDs (e.g. "
+        f"{list(adata.var_names[:2])}), but the model reads gene symbols and `.var` has no symbol column "
+        f"({', '.join(SYMBOL_COLUMNS)}). " + _symbol_fix(adata)
+    )
+
+
+def _symbol_fix(adata: AnnData) -> str:
+    return (
+        "Pass the `.var` column with symbols as `gene_symbols=` "
+        f"(`.var` has {list(adata.var.columns)}), or map the IDs to symbols first (e.g. read 10x output with "
+        "`sc.read_10x_h5`, or `sc.read_10x_mtx(var_names='gene_symbols')`, which keep symbols in `var_names`)."
+    )
+
+
+def _check_no_whitespace(symbols: np.ndarray, excluded: np.ndarray, where: str | None) -> None:
+    """A sentence is split on whitespace: a symbol containing some would read as several genes."""
+    spaced = [s for s, out in zip(symbols, excluded, strict=True) if not out and any(c.isspace() for c in s)]
+    if spaced:
+        source = "`var_names`" if where is None else f"`.var[{where!r}]`"
+        raise ValueError(
+            f"{len(spaced)} gene symbols in {source} contain whitespace (e.g. {spaced[:5]}); in a sentence each would "
+            "read as several genes. Replace it, e.g. `adata.var_names = adata.var_names.str.replace(r'\\s+', '_', "
+            "regex=True)`, or leave those genes out with `exclude=`."
+        )
 
 
 def _excluded(symbols: np.ndarray, exclude) -> np.ndarray:
@@ -182,11 +320,20 @@ def _excluded(symbols: np.ndarray, exclude) -> np.ndarray:
     return np.isin(symbols, list(exclude))
 
 
-def _genes_in_context(top: np.ndarray, symbols: np.ndarray) -> np.ndarray:
-    from omiclip.models._encoder import content_tokens, default_tokenizer, token_counts
+def _by_mean(matrix) -> np.ndarray:
+    """Columns by mean value over the observations, highest first, then var order."""
+    total = np.asarray(matrix.sum(axis=0, dtype=np.float64)).ravel()
+    return np.lexsort((np.arange(len(total)), -total))
 
-    tokenizer = default_tokenizer()
-    cost = np.zeros(len(symbols) + 1, dtype=np.int64)  # the extra last slot is what the -1 fill indexes
-    used = np.unique(top[top >= 0])
-    cost[used] = token_counts(symbols[used], tokenizer=tokenizer)
-    return genes_within_budget(top, cost, content_tokens(tokenizer))
+
+def _token_cost(symbols: np.ndarray):
+    """CLIP-BPE tokens of genes by column, each symbol tokenised when first asked about."""
+    cost = np.full(len(symbols), -1, dtype=np.int64)
+
+    def of(columns: np.ndarray) -> np.ndarray:
+        unknown = np.unique(columns[cost[columns] < 0])
+        if len(unknown):
+            cost[unknown] = word_token_counts(symbols[unknown])
+        return cost[columns]
+
+    return of

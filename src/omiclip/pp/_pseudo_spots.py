@@ -1,37 +1,35 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
 from omiclip import _logging as logg
-from omiclip._anndata import (
-    MICRONS_PER_UNIT_KEY,
-    check_not_empty,
-    get_coordinates,
-    get_table,
-    is_spatialdata,
-    own_elements,
-    record,
-)
+from omiclip._anndata import check_not_empty, get_coordinates, get_table, is_spatialdata, own_elements
 from omiclip._core.pseudo_spots import assign, hex_centres, membership
+from omiclip._keys import MICRONS_PER_UNIT_KEY, PSEUDO_SPOTS_KEY, SPATIAL_KEY, record, table_of_shapes
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 
 def pseudo_spots(
-    data,
+    data: AnnData | SpatialData,
     *,
     spot_diameter_um: float = 55.0,
     spacing_um: float = 100.0,
     groupby: str | None = None,
     layer: str | None = None,
-    spatial_key: str = "spatial",
+    spatial_key: str = SPATIAL_KEY,
     microns_per_unit: float | None = None,
     min_cells: int = 1,
     coordinate_system: str = "global",
-    key_added: str = "pseudo_spots",
+    key_added: str = PSEUDO_SPOTS_KEY,
     table_key: str | None = None,
-):
+) -> AnnData | SpatialData:
     """Turn single-cell–resolution data (Xenium cells, Visium HD bins) into Visium-like pseudo-spots.
 
     Spots of ``spot_diameter_um`` sit on a hexagonal grid with ``spacing_um`` between centres over the data's
@@ -68,7 +66,7 @@ def pseudo_spots(
     -------
     For AnnData input, an AnnData of spots × genes with ``.obs["n_cells"]``, ``.obsm["spatial"]`` (centres, in the
     input's units), ``.obsm["cell_counts"]`` (DataFrame, with ``groupby``), ``.uns["microns_per_unit"]`` and
-    ``.uns["omiclip"]["pseudo_spots"]``. For SpatialData, a new SpatialData with the input's images, circles
+    ``.uns["omiclip"]["pseudo_spots"][key_added]``. For SpatialData, a new SpatialData with the input's images, circles
     ``key_added`` and that table (``{key_added}_table``) linked to them, so H&E tiles can be cut at the
     pseudo-spots.
     """
@@ -117,6 +115,7 @@ def pseudo_spots(
     record(
         spots,
         "pseudo_spots",
+        key_added,
         {"spot_diameter_um": spot_diameter_um, "spacing_um": spacing_um, "groupby": groupby, "layer": layer},
     )
     covered = int(n_cells[keep].sum())
@@ -160,4 +159,4 @@ def _spatialdata(sdata, spots: AnnData, radius: float, coordinate_system: str, k
         transformations={coordinate_system: Identity()},
     )
     table = TableModel.parse(spots, region=key, region_key="region", instance_key="spot_id")
-    return SpatialData(**own_elements(sdata, ("images",)), shapes={key: circles}, tables={f"{key}_table": table})
+    return SpatialData(**own_elements(sdata, ("images",)), shapes={key: circles}, tables={table_of_shapes(key): table})

@@ -1,12 +1,17 @@
-"""Tools: embeddings, fine-tuning and the tasks built on them."""
+"""Tools: embeddings, fine-tuning and the tasks built on them (imported on first use)."""
 
-from ._align import align, align_stack
-from ._annotate import annotate
-from ._cohort import embed_cohort
-from ._decompose import decompose
-from ._embed import embed
-from ._finetune import finetune
-from ._predex import predex
-from ._retrieve import retrieve
+import lazy_loader
 
-__all__ = ["align", "align_stack", "annotate", "decompose", "embed", "embed_cohort", "finetune", "predex", "retrieve"]
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "_align": ["align", "align_stack"],
+        "_annotate": ["annotate"],
+        "_cohort": ["embed_cohort"],
+        "_decompose": ["decompose"],
+        "_embed": ["embed"],
+        "_finetune": ["finetune"],
+        "_predex": ["predex"],
+        "_retrieve": ["retrieve"],
+    },
+)

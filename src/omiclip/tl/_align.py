@@ -1,28 +1,28 @@
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from anndata import AnnData
 
 from omiclip import _logging as logg
-from omiclip._anndata import (
-    MICRONS_PER_UNIT_KEY,
-    check_same_dim,
-    get_coordinates,
-    get_rep,
-    get_table,
-    is_spatialdata,
-    record,
-    working_copy,
-)
+from omiclip._anndata import get_coordinates, get_table, is_spatialdata, reference_pair, working_copy
 from omiclip._core import align_omiclip
 from omiclip._core.cpd import apply_affine
 from omiclip._core.registration import Alignment, Scaling, align_points, chain
+from omiclip._docs import doc_params
+from omiclip._keys import ALIGNED_KEY, MICRONS_PER_UNIT_KEY, SPATIAL_KEY, claim, nonrigid_key, record, stack_key
+from omiclip._validate import check_choice, check_int, check_number, check_optional_int
+from omiclip.tl._model import resolve_device
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 Mode = Literal["rigid", "nonrigid"]
+MODES = ("rigid", "nonrigid")
 Flavor = Literal["loki", "omiclip"]
 # outlier weight of each flavour when `w` is not given: the official 0, and omiclip's (spots missing on one side)
 _FLAVOR_W = {"loki": 0.0, "omiclip": 0.1}
@@ -30,28 +30,31 @@ _FLAVOR_W = {"loki": 0.0, "omiclip": 0.1}
 _EXTENT_RATIO_WARN = 1.5
 
 
+@doc_params
 def align(
-    source,
-    target,
+    source: AnnData | SpatialData,
+    target: AnnData | SpatialData,
     *,
     use_rep: str | None = "X_omiclip_text",
     target_rep: str | None = None,
-    spatial_key: str = "spatial",
-    key_added: str = "spatial_aligned",
+    spatial_key: str = SPATIAL_KEY,
+    key_added: str = ALIGNED_KEY,
     mode: Mode = "rigid",
     flavor: Flavor = "loki",
     n_pcs: int = 2,
-    scaling: Scaling = "shared",
-    center: bool | None = None,
+    scaling: Scaling = "each",
+    center: bool = False,
     alpha: float = 0.5,
     beta: float = 2.0,
     w: float | None = None,
     n_eig: int = 100,
-    n_landmarks: int = 1000,
-    max_points: int | None = 5000,
-    max_iter: int = 500,
+    n_landmarks: int | None = None,
+    max_points: int | None = None,
+    max_iter: int | None = None,
     refine_iter: int = 5,
-    tol: float = 1e-5,
+    tol: float = 1e-9,
+    rtol: float | None = None,
+    dtype: Literal["float64", "float32"] = "float64",
     device: str | None = None,
     seed: int = 0,
     coordinate_system: str = "global",
@@ -60,7 +63,7 @@ def align(
     target_table_key: str | None = None,
     progress: bool = True,
     copy: bool = False,
-) -> AnnData | None:
+) -> AnnData | SpatialData | None:
     """Align a source section onto a target section by coordinates and embeddings (Loki Align).
 
     Each section becomes a point cloud ``[x, y, PC1, PC2]``: spot coordinates plus the first ``n_pcs`` principal
@@ -73,10 +76,15 @@ def align(
     H&E→ST, ``"X_pca"`` for the paper's "CPD on PCA" baseline (both PCAs must share one space, e.g. computed on the
     concatenated sections) and ``None`` for coordinates only.
 
-    Unlike the official code (dense M×M kernel with a full eigendecomposition and an M×N posterior, unbounded
-    iterations), the E-step streams over blocks, the motion kernel is a Nyström low-rank approximation, iterations
-    are capped, and with ``max_points`` the EM runs on a random subset of each cloud whose smooth displacement field
-    is then evaluated at every source spot (``benchmarks/align_scale.py`` measures the difference).
+    The defaults are the official run (``align_tissue``): each section min–max scaled on its own, no centring,
+    CPD with α 0.5, β 2, w 0, the 100 leading eigenvectors of the exact motion kernel, float64, iterations until σ²
+    changes by at most 1e-9. Only the memory differs: the E-step streams over blocks instead of holding the M×N
+    posterior. The exact kernel costs O(M³) time and O(M²) memory, where the official code crashes or runs out of
+    memory; above 10,000 source spots ``n_landmarks=None`` therefore switches, with a warning, to the scalable
+    options: a Nyström kernel on 1,000 landmarks, EM on 5,000-point subsets refined on all points, at most 500
+    iterations, relative tolerance 1e-5, float32 (``benchmarks/align_scale.py`` measures the difference). Every
+    other deviation from the official code is an option, listed with its measured effect in the documentation's
+    page of differences from the official code.
 
     Parameters
     ----------
@@ -97,41 +105,48 @@ def align(
     mode
         ``"rigid"`` (official output) or ``"nonrigid"``.
     flavor
-        ``"loki"``: the official algorithm. ``"omiclip"``: more accurate (see :mod:`omiclip._core.align_omiclip`
-        and ``docs/benchmarks.md``): both sections in the target's units with one robust length unit (``scaling``
-        is not used; the sections must be in the same units, or both tables must have ``uns["microns_per_unit"]``),
-        a σ² of its own for the coordinates and for each PC, an outlier weight ``w`` (default 0.1), and a rigid CPD
-        before the non-rigid one. Same outputs and keys.
+        ``"loki"``: the official algorithm. ``"omiclip"``: more accurate (:mod:`omiclip._core.align_omiclip`; measured
+        in ``benchmarks/align_flavors.py``): both sections in the target's units with one robust length unit
+        (``scaling`` is not used; the sections must be in the same units, or both tables must have
+        ``uns["microns_per_unit"]``), a σ² of its own for the coordinates and for each PC, an outlier weight ``w``
+        (default 0.1), and a rigid CPD before the non-rigid one. Same solver options, outputs and keys.
     n_pcs
         Embedding principal components added to the coordinates (official: 2).
     scaling
-        ``"shared"``: both clouds scaled by the target's extent after matching centroids (keeps relative size;
-        default). ``"each"``: each cloud scaled by its own min and max (official; assumes both cover the same tissue).
+        ``"each"``: each cloud scaled by its own min and max over both axes (official; assumes both cover the same
+        tissue). ``"shared"``: both clouds scaled by the target's extent after matching centroids (keeps relative
+        size; for sections where one lacks a part of the other).
     center
         Move the source's embedding mean onto the target's before projecting it on the target's PCs. This removes a
         constant offset between the two embeddings, such as the gap between a CLIP model's image and text
-        embeddings, which would otherwise hold the clouds apart (only x, y move). Default: only when
-        ``use_rep != target_rep`` (H&E→ST); the official code never centres.
+        embeddings, which would otherwise hold the clouds apart (only x, y move); recommended for H&E→ST
+        (``use_rep != target_rep``). The official code never centres (default ``False``).
     alpha
         λ, weight of the smoothness of the motion (official 0.5).
     beta
         Width of the motion kernel in unit-scaled coordinates (official 2).
     w
-        Weight of the uniform outlier component, in [0, 1); default: the flavour's (``"loki"`` 0, the official
-        value; ``"omiclip"`` 0.1).
+        Weight of the uniform outlier component, in [0, 1); default: the flavour's (``"loki"``: 0, the official
+        value; ``"omiclip"``: 0.1).
     n_eig
         Rank of the low-rank motion kernel (official 100).
     n_landmarks
-        Nyström landmarks for that kernel; with no more source points than this it is the exact eigendecomposition.
+        ``None``: eigendecomposition of the exact kernel (official; up to 10,000 source spots, see above). A number:
+        Nyström approximation of the kernel from that many random source spots (O(M · n_landmarks)).
     max_points
-        EM on at most this many random points of each cloud; ``None`` uses all (e.g. on a GPU).
+        EM on at most this many random points of each cloud; ``None`` uses all (official).
     max_iter
-        Iteration cap; a warning reports non-convergence.
+        Iteration cap, ``None`` for none (official); a warning reports non-convergence.
     refine_iter
         After an EM on subsets (``max_points``), at most this many iterations on all points, starting from the
         subsets' field; they remove the subsets' sampling noise.
     tol
-        Stop when σ² changes by less than this fraction between iterations.
+        Stop when σ² changes by at most this much between iterations (official 1e-9, in unit-scaled coordinates).
+    rtol
+        Also stop when σ² changes by less than this fraction, or falls to 1e-6 of its start (an exact match).
+    dtype
+        Precision of the E-step: ``"float64"`` (official) or ``"float32"`` (about twice as fast; the kernel's
+        cut-off stays the official one, ~8.5σ).
     device
         Torch device of the E-step (``"cuda"`` when available by default).
     seed
@@ -147,8 +162,7 @@ def align(
         Table of a SpatialData target with several tables.
     progress
         Show a progress bar of the iterations.
-    copy
-        Return a modified copy of ``source`` instead of writing into it.
+    {copy}
 
     Returns
     -------
@@ -158,75 +172,42 @@ def align(
         ``(n_obs, 2)`` source coordinates in the target's coordinate system.
     ``.obsm["spatial_aligned_nonrigid"]``
         The CPD result (with ``mode="rigid"``).
-    ``.uns["omiclip"]["align"]``
+    ``.uns["omiclip"]["align"][key_added]``
         ``matrix`` (3×3 rigid transform from source to target coordinates), ``iterations``, ``sigma2``,
         ``converged`` and the parameters.
     """
-    source_table = get_table(source, table_key)
-    target_table = get_table(target, target_table_key)
-    source_xy = _coordinates(source_table, spatial_key, "source")
-    target_xy = _coordinates(target_table, spatial_key, "target")
-    source_emb, target_emb = _features(source_table, target_table, use_rep, target_rep or use_rep, n_pcs)
-    _check_choice("mode", mode, ("rigid", "nonrigid"))
-    _check_choice("scaling", scaling, ("shared", "each"))
-    _check_choice("flavor", flavor, ("loki", "omiclip"))
-    w = _FLAVOR_W[flavor] if w is None else w
-    if not 0 <= w < 1:
-        raise ValueError(f"`w` must be in [0, 1), got {w}.")
-    if max_iter < 1 or refine_iter < 0 or (max_points is not None and max_points < 3):
-        raise ValueError(
-            f"Need max_iter >= 1, refine_iter >= 0 and max_points >= 3; got {max_iter}, {refine_iter}, {max_points}."
-        )
-    source_scale = _unit_ratio(source_table, target_table)
-    if center is None:
-        center = use_rep is not None and (target_rep or use_rep) != use_rep
-
-    start = logg.info(f"aligning {source_table.n_obs} source spots onto {target_table.n_obs} target spots")
-    options = {
-        "source_scale": source_scale,
-        "n_pcs": n_pcs,
-        "center": center,
-        "seed": seed,
-        "alpha": alpha,
-        "beta": beta,
-        "w": w,
-        "n_eig": n_eig,
-        "n_landmarks": n_landmarks,
-        "max_points": max_points,
-        "max_iter": max_iter,
-        "refine_iter": refine_iter,
-        "tol": tol,
-        "device": _device(device),
-        "progress": progress,
-    }
-    if flavor == "omiclip":
-        result, extent_ratio = align_omiclip.align_points(source_xy, target_xy, source_emb, target_emb, **options)
-        _warn_if_extents_differ(extent_ratio)
-    else:
-        result = align_points(source_xy, target_xy, source_emb, target_emb, scaling=scaling, **options)
-    _warn_if_not_converged(result, max_iter)
+    check_choice("mode", mode, MODES)
+    source_table, target_table = get_table(source, table_key), get_table(target, target_table_key)
+    outputs = [key_added] + ([nonrigid_key(key_added)] if mode == "rigid" else [])
+    claim(source_table, [("obsm", key) for key in outputs], reads=[("obsm", spatial_key), ("obsm", use_rep)])
+    result, params, start = _align_tables(
+        source_table,
+        target_table,
+        use_rep=use_rep,
+        target_rep=target_rep,
+        spatial_key=spatial_key,
+        flavor=flavor,
+        n_pcs=n_pcs,
+        scaling=scaling,
+        center=center,
+        alpha=alpha,
+        beta=beta,
+        w=w,
+        n_eig=n_eig,
+        refine_iter=refine_iter,
+        n_landmarks=n_landmarks,
+        max_points=max_points,
+        max_iter=max_iter,
+        tol=tol,
+        rtol=rtol,
+        dtype=dtype,
+        device=device,
+        seed=seed,
+        progress=progress,
+    )
 
     data = working_copy(source, copy)
     table = get_table(data, table_key)
-    params = {
-        "use_rep": use_rep,
-        "target_rep": target_rep or use_rep,
-        "mode": mode,
-        "flavor": flavor,
-        "n_pcs": n_pcs,
-        "scaling": scaling if flavor == "loki" else "target units, robust extent",
-        "center": center,
-        "alpha": alpha,
-        "beta": beta,
-        "w": w,
-        "n_eig": n_eig,
-        "n_landmarks": n_landmarks,
-        "max_points": max_points if max_points is not None else "all",
-        "max_iter": max_iter,
-        "refine_iter": refine_iter,
-        "tol": tol,
-        "seed": seed,
-    }
     added = _write_alignment(table, result, key_added, mode, params)
     if is_spatialdata(data):
         _register_transformation(data, result.matrix, coordinate_system, new_coordinate_system)
@@ -236,14 +217,14 @@ def align(
 
 
 def align_stack(
-    sections: Sequence,
+    sections: Sequence[AnnData | SpatialData],
     *,
     reference: int = 0,
     chain_neighbours: bool = False,
     z_spacing: float | None = None,
-    key_added: str = "spatial_aligned",
+    key_added: str = ALIGNED_KEY,
     mode: Mode = "rigid",
-    spatial_key: str = "spatial",
+    spatial_key: str = SPATIAL_KEY,
     **kwargs,
 ) -> None:
     """Align serial sections into the coordinates of one reference section, e.g. for 3D reconstruction.
@@ -271,51 +252,45 @@ def align_stack(
     spatial_key
         Coordinates in ``.obsm``.
     **kwargs
-        Passed to :func:`align` (``flavor``, ``use_rep``, ``alpha``, ``max_points``, ``table_key``, …).
+        Passed to :func:`align` (``use_rep``, ``alpha``, ``max_points``, ``table_key``, …).
 
     Returns
     -------
-    ``None``. Every section's table gets ``.obsm[key_added]`` (and ``_3d``) and ``.uns["omiclip"]["align"]`` with
-    ``matrix`` (source → reference, composed when chained), ``stack_position`` and ``stack_reference``.
+    ``None``. Every section's table gets ``.obsm[key_added]`` (and ``_3d``) and ``.uns["omiclip"]["align"][key_added]``
+    with ``matrix`` (source → reference, composed when chained), ``stack_position`` and ``stack_reference``.
     """
     n = len(sections)
     if n < 2:
         raise ValueError(f"A stack needs at least 2 sections, got {n}.")
-    if not 0 <= reference < n:
-        raise ValueError(f"`reference` must be a position in the stack (0..{n - 1}), got {reference}.")
-    _check_choice("mode", mode, ("rigid", "nonrigid"))
+    check_int("reference", reference, min=0, max=n - 1)
+    check_choice("mode", mode, MODES)
     if "copy" in kwargs:
         raise TypeError("`align_stack` writes into the sections; copy them first if needed.")
-    table_key = kwargs.get("table_key")
-    tables = [get_table(section, table_key) for section in sections]
+    unknown = sorted(set(kwargs) - set(_ALIGN_OPTIONS))
+    if unknown:
+        raise TypeError(f"`align_stack` got options that `align` does not have: {unknown}.")
+    options = {**_ALIGN_OPTIONS, **kwargs}
+    tables = [get_table(section, options["table_key"]) for section in sections]
+    outputs = [key_added] + ([stack_key(key_added)] if z_spacing is not None else [])
     for table in tables:
+        claim(table, [("obsm", key) for key in outputs], reads=[("obsm", spatial_key), ("obsm", options["use_rep"])])
         _coordinates(table, spatial_key, "section")
 
-    # Align every section first, on copies, so that a failure leaves all sections as they were.
-    scratch = "_omiclip_align_stack"
+    # Align every section first, writing nothing, so that a failure leaves all sections as they were.
     results: dict[int, tuple[np.ndarray, np.ndarray, dict]] = {}
     order = sorted((i for i in range(n) if i != reference), key=lambda i: abs(i - reference))
     for i in order:
         towards = (i - 1 if i > reference else i + 1) if chain_neighbours else reference
-        moved = get_table(sections[i], table_key).copy()  # an AnnData copy is all align needs to write into
-        align(
-            moved,
-            tables[towards],
-            spatial_key=spatial_key,
-            key_added=scratch,
-            mode="nonrigid",
-            **{k: v for k, v in kwargs.items() if k not in _SPATIALDATA_ONLY},
+        result, params, _ = _align_tables(
+            tables[i], tables[towards], spatial_key=spatial_key, **{name: options[name] for name in _TABLE_OPTIONS}
         )
-        step = dict(moved.uns["omiclip"]["align"])
-        matrix, nonrigid = np.asarray(step["matrix"]), np.asarray(moved.obsm[scratch])
+        matrix, nonrigid = result.matrix, result.nonrigid
         if towards != reference:  # compose with the neighbour's path to the reference
             towards_matrix = results[towards][0]
             matrix, nonrigid = chain([matrix, towards_matrix]), apply_affine(towards_matrix, nonrigid)
-        results[i] = (matrix, nonrigid, step)
+        results[i] = (matrix, nonrigid, {**params, **_facts(result)})
     results[reference] = (np.eye(3), np.asarray(tables[reference].obsm[spatial_key], dtype=np.float64), {})
 
-    coordinate_system = kwargs.get("coordinate_system", "global")
-    new_coordinate_system = kwargs.get("new_coordinate_system", "aligned")
     for i, (section, table) in enumerate(zip(sections, tables, strict=True)):
         matrix, nonrigid, step = results[i]
         source_xy = np.asarray(table.obsm[spatial_key], dtype=np.float64)
@@ -323,7 +298,7 @@ def align_stack(
         table.obsm[key_added] = aligned
         if z_spacing is not None:
             z = np.full((table.n_obs, 1), (i - reference) * z_spacing)
-            table.obsm[f"{key_added}_3d"] = np.hstack([aligned, z])
+            table.obsm[stack_key(key_added)] = np.hstack([aligned, z])
         step.update(
             key_added=key_added,
             mode=mode,
@@ -332,14 +307,125 @@ def align_stack(
             stack_reference=reference,
             chain_neighbours=chain_neighbours,
         )
-        record(table, "align", step)
+        record(table, "align", key_added, step)
         if is_spatialdata(section):
-            _register_transformation(section, matrix, coordinate_system, new_coordinate_system)
+            _register_transformation(section, matrix, options["coordinate_system"], options["new_coordinate_system"])
     logg.info(f"aligned {n - 1} sections onto section {reference}: `.obsm[{key_added!r}]` of every section")
 
 
-# align() options that only concern a SpatialData source; align_stack applies them itself
-_SPATIALDATA_ONLY = ("coordinate_system", "new_coordinate_system", "table_key", "target_table_key")
+def _align_tables(
+    source: AnnData,
+    target: AnnData,
+    *,
+    use_rep: str | None,
+    target_rep: str | None,
+    spatial_key: str,
+    flavor: Flavor,
+    n_pcs: int,
+    scaling: Scaling,
+    center: bool,
+    alpha: float,
+    beta: float,
+    w: float | None,
+    n_eig: int,
+    n_landmarks: int | None,
+    max_points: int | None,
+    max_iter: int | None,
+    refine_iter: int,
+    tol: float,
+    rtol: float | None,
+    dtype: str,
+    device: str | None,
+    seed: int,
+    progress: bool,
+) -> tuple[Alignment, dict[str, Any], Any]:
+    """Check the arguments and align the source table onto the target table; nothing is written.
+
+    Returns the alignment, the parameters to record and the start time of the log.
+    """
+    target_rep = target_rep or use_rep
+    source_xy = _coordinates(source, spatial_key, "source")
+    target_xy = _coordinates(target, spatial_key, "target")
+    _, _, source_emb, target_emb = reference_pair(
+        source, target, use_rep, target_rep, names=("the source", "the target")
+    )
+    if target_emb is not None:
+        check_int("n_pcs", n_pcs, min=1, max=min(target_emb.shape))
+    check_choice("scaling", scaling, ("shared", "each"))
+    check_choice("flavor", flavor, ("loki", "omiclip"))
+    w = _FLAVOR_W[flavor] if w is None else w
+    check_number("w", w, min=0, max=1, max_inclusive=False)
+    check_optional_int("max_iter", max_iter, min=1)
+    check_int("refine_iter", refine_iter, min=0)
+    check_optional_int("max_points", max_points, min=3)
+    check_choice("dtype", dtype, ("float64", "float32"))
+    source_scale = _unit_ratio(source, target)
+    solver = {
+        "n_landmarks": n_landmarks,
+        "max_points": max_points,
+        "max_iter": max_iter,
+        "tol": tol,
+        "rtol": rtol,
+        "dtype": dtype,
+    }
+    if n_landmarks is None and source.n_obs > _EXACT_KERNEL_MAX_POINTS:
+        solver = _scalable_solver(source.n_obs, solver)
+
+    start = logg.info(f"aligning {source.n_obs} source spots onto {target.n_obs} target spots")
+    options = {
+        "source_scale": source_scale,
+        "n_pcs": n_pcs,
+        "center": center,
+        "seed": seed,
+        "alpha": alpha,
+        "beta": beta,
+        "w": w,
+        "n_eig": n_eig,
+        "refine_iter": refine_iter,
+        "device": resolve_device(device),
+        "progress": progress,
+        **solver,
+    }
+    if flavor == "omiclip":
+        result, extent_ratio = align_omiclip.align_points(source_xy, target_xy, source_emb, target_emb, **options)
+        _warn_if_extents_differ(extent_ratio)
+    else:
+        result = align_points(source_xy, target_xy, source_emb, target_emb, scaling=scaling, **options)
+    _warn_if_not_converged(result, solver["max_iter"])
+    params = {
+        "use_rep": use_rep,
+        "target_rep": target_rep,
+        "flavor": flavor,
+        "n_pcs": n_pcs,
+        "scaling": scaling if flavor == "loki" else "target units, robust extent",
+        "center": center,
+        "alpha": alpha,
+        "beta": beta,
+        "w": w,
+        "n_eig": n_eig,
+        "kernel": result.cpd.kernel,
+        "n_landmarks": solver["n_landmarks"] if solver["n_landmarks"] is not None else "all",
+        "max_points": solver["max_points"] if solver["max_points"] is not None else "all",
+        "max_iter": solver["max_iter"] if solver["max_iter"] is not None else "none",
+        "refine_iter": refine_iter,
+        "tol": solver["tol"],
+        "rtol": solver["rtol"] if solver["rtol"] is not None else "none",
+        "dtype": solver["dtype"],
+        "seed": seed,
+    }
+    return result, params, start
+
+
+# align()'s keyword arguments and defaults: align_stack takes the same ones (one place holds the defaults)
+_ALIGN_OPTIONS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(align).parameters.items()
+    if parameter.kind is parameter.KEYWORD_ONLY
+}
+# those that _align_tables computes with; the others concern writing (keys, SpatialData coordinate systems)
+_TABLE_OPTIONS = [
+    name for name in inspect.signature(_align_tables).parameters if name in _ALIGN_OPTIONS and name != "spatial_key"
+]
 
 
 def _coordinates(table: AnnData, spatial_key: str, which: str) -> np.ndarray:
@@ -351,17 +437,6 @@ def _coordinates(table: AnnData, spatial_key: str, which: str) -> np.ndarray:
     return xy
 
 
-def _features(source: AnnData, target: AnnData, use_rep, target_rep, n_pcs: int):
-    if use_rep is None:
-        return None, None
-    source_emb = get_rep(source, use_rep)
-    target_emb = get_rep(target, target_rep)
-    check_same_dim(source_emb, target_emb, use_rep, target_rep)
-    if not 1 <= n_pcs <= min(target_emb.shape):
-        raise ValueError(f"`n_pcs` must be between 1 and {min(target_emb.shape)}, got {n_pcs}.")
-    return source_emb, target_emb
-
-
 def _unit_ratio(source: AnnData, target: AnnData) -> float:
     """Source units → target units, when both tables say how many µm one unit is."""
     source_um, target_um = source.uns.get(MICRONS_PER_UNIT_KEY), target.uns.get(MICRONS_PER_UNIT_KEY)
@@ -370,20 +445,40 @@ def _unit_ratio(source: AnnData, target: AnnData) -> float:
     return float(source_um) / float(target_um)
 
 
-def _check_choice(name: str, value, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
+# Above this many source spots, the exact kernel (M×M float64 and its full eigendecomposition: 0.8 GB and about a
+# minute at 10,000 on 2 cores, growing as M² and M³) is out of reach; the official code, which also holds M×N×D
+# differences, crashes well before.
+_EXACT_KERNEL_MAX_POINTS = 10_000
+# What the default switches to above that size (the scalable options, measured in benchmarks/align_scale.py)
+_SCALABLE_SOLVER = {
+    "n_landmarks": 1000,
+    "max_points": 5000,
+    "max_iter": 500,
+    "tol": 0.0,
+    "rtol": 1e-5,
+    "dtype": "float32",
+}
+# align()'s (official) defaults of the same options
+_DEFAULTS = {"n_landmarks": None, "max_points": None, "max_iter": None, "tol": 1e-9, "rtol": None, "dtype": "float64"}
 
 
-def _device(device: str | None) -> str:
-    if device is not None:
-        return device
-    import torch
+def _scalable_solver(n_source: int, solver: dict) -> dict:
+    """The scalable solver for a source too large for the exact kernel; options the caller set are kept."""
+    chosen = {
+        key: solver[key] if solver[key] != default else _SCALABLE_SOLVER[key] for key, default in _DEFAULTS.items()
+    }
+    warnings.warn(
+        f"The source has {n_source:,} spots: the exact motion kernel of the official code ({n_source:,}² float64, "
+        f"{n_source**2 * 8 / 2**30:.1f} GiB, with an O(M³) eigendecomposition) is out of reach above "
+        f"{_EXACT_KERNEL_MAX_POINTS:,}, so this run uses " + ", ".join(f"{k}={v!r}" for k, v in chosen.items()) + ". "
+        "Pass `n_landmarks=` (and the other options) yourself to choose, and silence this warning.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return chosen
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
-
-def _warn_if_not_converged(result: Alignment, max_iter: int) -> None:
+def _warn_if_not_converged(result: Alignment, max_iter: int | None) -> None:
     if not result.cpd.converged:
         warnings.warn(
             f"CPD did not converge in {max_iter} iterations (σ² = {result.cpd.sigma2:.3g}); the result may be "
@@ -400,7 +495,7 @@ def _warn_if_extents_differ(ratio: float) -> None:
             "they in the same units? Give both tables `uns['microns_per_unit']`, or use flavor='loki', which scales "
             "each section on its own.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 
@@ -413,27 +508,26 @@ def _summary(result: Alignment) -> str:
     )
 
 
+def _facts(result: Alignment) -> dict[str, Any]:
+    """What an alignment found, for the record: the rigid matrix and how CPD ran."""
+    return {
+        "matrix": result.matrix,
+        "iterations": result.cpd.iterations,
+        "refine_iterations": result.cpd.refine_iterations,
+        "sigma2": result.cpd.sigma2,
+        "converged": result.cpd.converged,
+        "n_points_used": list(result.cpd.n_points),
+    }
+
+
 def _write_alignment(table: AnnData, result: Alignment, key_added: str, mode: Mode, params: dict) -> list:
     table.obsm[key_added] = result.rigid if mode == "rigid" else result.nonrigid
     added = [(key_added, f"{mode} aligned coordinates (obsm)")]
     if mode == "rigid":
-        table.obsm[f"{key_added}_nonrigid"] = result.nonrigid
-        added.append((f"{key_added}_nonrigid", "non-rigid (CPD) aligned coordinates (obsm)"))
-    record(
-        table,
-        "align",
-        {
-            **params,
-            "key_added": key_added,
-            "matrix": result.matrix,
-            "iterations": result.cpd.iterations,
-            "refine_iterations": result.cpd.refine_iterations,
-            "sigma2": result.cpd.sigma2,
-            "converged": result.cpd.converged,
-            "n_points_used": list(result.cpd.n_points),
-        },
-    )
-    added.append(("align", "matrix and parameters (uns['omiclip'])"))
+        table.obsm[nonrigid_key(key_added)] = result.nonrigid
+        added.append((nonrigid_key(key_added), "non-rigid (CPD) aligned coordinates (obsm)"))
+    record(table, "align", key_added, {**params, "mode": mode, "key_added": key_added, **_facts(result)})
+    added.append((f"align/{key_added}", "matrix and parameters (uns['omiclip'])"))
     return added
 
 

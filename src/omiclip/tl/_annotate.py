@@ -3,28 +3,37 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
 from omiclip import _logging as logg
-from omiclip._anndata import check_not_empty, check_same_dim, get_rep, get_table, record, working_copy
+from omiclip._anndata import check_not_empty, check_same_dim, get_rep, get_table, obsm_frame, working_copy
+from omiclip._docs import doc_params
+from omiclip._keys import ANNOTATION_KEY, claim, record, scores_key
+from omiclip._validate import check_number
 from omiclip.models import Encoder
+from omiclip.tl._model import resolve_encoder
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 
+@doc_params
 def annotate(
-    data,
+    data: AnnData | SpatialData,
     references: Mapping[str, Sequence[str]] | AnnData | pd.DataFrame | Mapping[str, np.ndarray],
     *,
     model: str | os.PathLike | Encoder | None = None,
     use_rep: str = "X_omiclip_image",
     temperature: float | None = None,
     other_scores: pd.DataFrame | np.ndarray | None = None,
-    key_added: str = "omiclip_annotation",
+    key_added: str = ANNOTATION_KEY,
     table_key: str | None = None,
     copy: bool = False,
-) -> AnnData | None:
+) -> AnnData | SpatialData | None:
     """Label observations by their most similar reference: marker genes, bulk RNA-seq or embeddings (Loki Annotate).
 
     Scores are cosine similarities between each observation's embedding (``use_rep``: image tiles by
@@ -53,11 +62,9 @@ def annotate(
         Another model's scores, observations × classes in the same class order. DataFrame columns are matched
         to classes by name, and rows to observations by name when the index holds observation names.
     key_added
-        ``.obs[key_added]`` labels and ``.obsm[key_added + "_scores"]``.
-    table_key
-        Table of a SpatialData object with several tables.
-    copy
-        Return a modified copy instead of writing into ``data``.
+        ``.obs[key_added]`` labels and ``.obsm[f"{key_added}_scores"]``.
+    {table_key}
+    {copy}
 
     Returns
     -------
@@ -66,8 +73,8 @@ def annotate(
     ``.obs["omiclip_annotation"]``
         Label (categorical).
     ``.obsm["omiclip_annotation_scores"]``
-        DataFrame of scores, one column per class.
-    ``.uns["omiclip"]["annotate"]``
+        DataFrame of scores, one column per class (a "/" in a name is written as "∕", which zarr can store).
+    ``.uns["omiclip"]["annotate"][key_added]``
         Parameters and the class names.
     """
     table = get_table(data, table_key)
@@ -75,8 +82,9 @@ def annotate(
     embedding = get_rep(table, use_rep)
     classes, class_embeddings = _reference_embeddings(references, model, table)
     check_same_dim(embedding, class_embeddings, use_rep, "the references")
-    if temperature is not None and temperature <= 0:
-        raise ValueError(f"`temperature` must be positive, got {temperature}.")
+    if temperature is not None:
+        check_number("temperature", temperature, min=0, min_inclusive=False)
+    claim(table, [("obs", key_added), ("obsm", scores_key(key_added))], reads=[("obsm", use_rep)])
     other = None if other_scores is None else _aligned(other_scores, classes, table.obs_names)
 
     start = logg.info(f"annotating {table.n_obs} observations with {len(classes)} references")
@@ -90,10 +98,11 @@ def annotate(
     data = working_copy(data, copy)
     table = get_table(data, table_key)
     table.obs[key_added] = pd.Categorical.from_codes(np.argmax(scores, axis=1), categories=classes)
-    table.obsm[f"{key_added}_scores"] = pd.DataFrame(scores, index=table.obs_names, columns=classes)
+    table.obsm[scores_key(key_added)] = obsm_frame(scores, table, classes)
     record(
         table,
         "annotate",
+        key_added,
         {
             "use_rep": use_rep,
             "classes": np.asarray(classes, dtype=str),
@@ -102,7 +111,7 @@ def annotate(
             "key_added": key_added,
         },
     )
-    logg.finished(start, [(key_added, "labels (obs)"), (f"{key_added}_scores", "scores (obsm)")])
+    logg.finished(start, [(key_added, "labels (obs)"), (scores_key(key_added), "scores (obsm)")])
     return data if copy else None
 
 
@@ -163,9 +172,7 @@ def _bulk_embeddings(bulk: AnnData, model) -> tuple[list[str], np.ndarray]:
 def _encoder(model) -> Encoder:
     if model is None:
         raise ValueError("Marker lists and bulk profiles are embedded with a model: pass `model=`.")
-    from omiclip.tl._embed import _as_encoder
-
-    return _as_encoder(model, checkpoint=None, device=None)
+    return resolve_encoder(model)
 
 
 def _aligned(other, classes: list[str], obs_names: pd.Index) -> np.ndarray:

@@ -14,14 +14,15 @@ import torch
 from tqdm.auto import tqdm
 
 from omiclip import _logging as logg
-from omiclip._anndata import embedding_key
-from omiclip._core import distributed
+from omiclip._keys import embedding_key, grid_key, table_of_shapes
 from omiclip.io import recover, write_elements
 from omiclip.models import Encoder
 from omiclip.models._encoder import Precision, check_precision
 from omiclip.pp._tiles import HIRES_UM_PER_PX
 from omiclip.pp._tiles import tiles as tiles_of
-from omiclip.tl._embed import _as_encoder, _check_encoding, embed
+from omiclip.tl import _distributed as distributed
+from omiclip.tl._embed import _check_encoding, embed
+from omiclip.tl._model import resolve_encoder
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -90,7 +91,7 @@ def embed_cohort(
     if len({path.resolve() for path in stores}) < len(stores):
         raise ValueError("Some stores are listed twice.")
     if client is None:  # load once for all slides
-        model, checkpoint, device = _as_encoder(model, checkpoint=checkpoint, device=device), None, None
+        model, checkpoint, device = resolve_encoder(model, checkpoint=checkpoint, device=device), None, None
         check_precision(precision, model.device)
     else:  # a model the workers cannot load fails here, once, not once per slide
         distributed.describe(client, distributed.worker_model(model, checkpoint=checkpoint, device=device))
@@ -162,5 +163,5 @@ def _result_table(sdata, tiling: dict) -> str | None:
     """The table the embeddings go to, when it can be told without tiling (else ``None``: not done)."""
     if tiling["grid"]:
         image = tiling["image_key"] or (next(iter(sdata.images)) if len(sdata.images) == 1 else None)
-        return f"{image}_grid_table" if image else None  # the name oc.pp.tiles(grid=True) gives it
+        return table_of_shapes(grid_key(image)) if image else None  # the table oc.pp.tiles(grid=True) adds
     return tiling["table_key"] or (next(iter(sdata.tables)) if len(sdata.tables) == 1 else None)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -10,32 +10,42 @@ from anndata import AnnData
 from scipy import sparse
 
 from omiclip import _logging as logg
-from omiclip._anndata import check_not_empty, check_same_dim, get_rep, get_table, record, working_copy
-from omiclip._core.mapping import fit_mapping, non_maximum_suppression, proportions_from_mapping
-from omiclip.models._encoder import resolve_device
+from omiclip._anndata import get_table, obsm_frame, reference_pair, working_copy
+from omiclip._core.mapping import fit_mapping, non_maximum_suppression, proportions_from_mapping, type_maps
+from omiclip._docs import doc_params
+from omiclip._keys import PROPORTIONS_KEY, claim, mapping_key, nms_key, record
+from omiclip._validate import check_choice, check_int, check_number
+from omiclip.tl._model import resolve_device
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 
+@doc_params
 def decompose(
-    spatial,
-    reference,
+    spatial: AnnData | SpatialData,
+    reference: AnnData | SpatialData,
     *,
     groupby: str = "cell_type",
     use_rep: str = "X_omiclip_image",
     reference_rep: str = "X_omiclip_text",
     mode: Literal["clusters", "cells"] = "clusters",
     scale: bool = False,
+    filter_dims: bool = True,
     nms: bool = False,
+    nms_on: Literal["mapping", "proportions"] = "mapping",
     nms_percentiles: tuple[float, float] | None = (5, 95),
     epochs: int = 1000,
     lr: float = 0.1,
     device: str | torch.device | None = None,
-    seed: int = 0,
+    seed: int = 10,
     keep_mapping: bool = False,
-    key_added: str = "omiclip_proportions",
+    key_added: str = PROPORTIONS_KEY,
     table_key: str | None = None,
+    reference_table_key: str | None = None,
     copy: bool = False,
     progress: bool = True,
-) -> AnnData | None:
+) -> AnnData | SpatialData | None:
     """Cell-type proportions of spots or H&E tiles from a labelled single-cell reference (Loki Decompose).
 
     Reference cells (``reference_rep``: text embeddings of their gene sentences) are mapped onto the spatial
@@ -52,13 +62,11 @@ def decompose(
 
     Relation to the official code: Loki's ``cell_type_decompose`` runs ``tg.pp_adatas`` and then Tangram
     1.0.4's ``map_cells_to_space(mode="clusters", scale=False, density_prior="uniform", random_state=10)``,
-    i.e. the objective above with cluster-mean embeddings as ``S`` (the defaults here). ``seed=10`` draws
-    Tangram's initial logits; Tangram orders clusters by decreasing size, this function by category, so with
-    categories in that order the result is Tangram's. Differences:
+    i.e. the objective above with cluster-mean embeddings as ``S``. The defaults are that run: the embedding
+    dimensions that ``tg.pp_adatas`` keeps (those positive somewhere in the reference and somewhere in the
+    spatial data; it treats dimensions as genes), clusters in Tangram's order (decreasing size; ties in category
+    order) and ``seed=10``, which draws Tangram's initial logits. Differences, none of which changes the result:
 
-    - Every embedding dimension is used. ``tg.pp_adatas`` treats dimensions as genes and drops those never
-      positive on either side (about a fifth of the tiny model's); for embeddings the sign carries no such
-      meaning, and on the synthetic benchmark dropping them made no material difference.
     - Tangram's terms with weight 0 in that call (voxel-gene similarity, entropy) are not computed, and in
       cluster mode the loss goes through ``P G`` and ``P P^T`` instead of the spots × dims matrix ``P^T S``:
       the same values up to rounding, and a step ~30× faster than Tangram's at 5,000 spots × 768 dims.
@@ -81,7 +89,8 @@ def decompose(
     spatial
         AnnData or SpatialData of spots or tiles with embeddings ``use_rep``.
     reference
-        AnnData of single cells with embeddings ``reference_rep`` and labels ``.obs[groupby]``; not modified.
+        AnnData (or SpatialData) of single cells with embeddings ``reference_rep`` and labels ``.obs[groupby]``;
+        not modified.
     groupby
         ``.obs`` column of the reference with cell types. Categories without cells get proportion 0
         (with a warning); cells without a label are left out (with a warning).
@@ -94,68 +103,81 @@ def decompose(
         (memory grows with cells × spots; for small references).
     scale
         Cluster mode only: weight each cluster's mean embedding by its share of the reference's cells.
+    filter_dims
+        Drop the embedding dimensions never positive in the reference or never positive in the spatial data, as
+        Tangram's ``pp_adatas`` does with genes (official). ``False`` uses every dimension (the sign of an
+        embedding dimension carries no such meaning; on the synthetic benchmark this made no material difference).
     nms
-        Also write the non-maximum-suppressed map (paper eq. 13-14) to ``.obsm[key_added + "_nms"]``:
-        per spot only the most likely cell type is kept, the others are 0. The soft proportions stay in
-        ``.obsm[key_added]``.
+        Also write the non-maximum-suppressed map (paper eq. 13-14, the official ``NMS_mode``) to
+        ``.obsm[f"{key_added}_nms"]``: per spot only the most likely cell type is kept, the others are 0 (types
+        that tie are all kept, as officially). The soft proportions stay in ``.obsm[key_added]``.
+    nms_on
+        What NMS compares: ``"mapping"`` (official), each type's share of the mapping on each spot (Tangram's
+        ``tangram_ct_pred``: in cluster mode the cluster's distribution over spots); ``"proportions"``, the
+        per-spot proportions of ``.obsm[key_added]``.
     nms_percentiles
-        Before choosing, each cell type's proportions are clipped to these percentiles across spots and
-        min-max scaled to [0, 1] (the official ``NMS_mode``), so types compete by enrichment, not abundance;
-        the kept values are the scaled ones. ``None``: choose on the proportions themselves (eq. 14 as
-        written), keeping the proportion.
+        Before choosing, each cell type's column is clipped to these percentiles across spots and min-max scaled
+        to [0, 1] (official, 5 and 95), so types compete by enrichment, not abundance; the kept values are the
+        scaled ones. ``None``: choose on the values themselves (eq. 14 as written), keeping them.
     epochs
         Optimisation steps (Tangram's ``num_epochs``).
     lr
         Adam learning rate.
-    device
-        Torch device; ``None`` picks CUDA when present.
+    {device}
     seed
-        Seed of the initial mapping.
+        Seed of the initial mapping (official: Tangram's ``random_state=10``).
     keep_mapping
-        Also write the raw mapping to ``.obsm[key_added + "_mapping"]``: spots × clusters (DataFrame) or
+        Also write the raw mapping to ``.obsm[f"{key_added}_mapping"]``: spots × clusters (DataFrame) or
         spots × labelled reference cells (array, columns in the reference's order); each column is that cluster's
         or cell's distribution over spots (Tangram's ``tangram_ct_pred`` in cluster mode).
     key_added
         Key of the proportions in ``.obsm``, and prefix of the other keys.
-    table_key
-        Table of a SpatialData ``spatial`` with several tables.
-    copy
-        Return a modified copy instead of writing into ``spatial``.
-    progress
-        Show a progress bar.
+    {table_key}
+    {reference_table_key}
+    {copy}
+    {progress}
 
     Returns
     -------
     ``None``, or a copy of ``spatial`` when ``copy=True``. Writes to the table:
 
     ``.obsm["omiclip_proportions"]``
-        DataFrame, observations × cell types (the ``groupby`` categories, in order); rows sum to 1.
+        DataFrame, observations × cell types (the ``groupby`` categories, in order); rows sum to 1. A "/" in a
+        cell type's name is written as "∕" (U+2215), which zarr can store; ``oc.pl`` shows the names as given.
     ``.obsm["omiclip_proportions_nms"]``
         With ``nms=True``: the suppressed map, same layout.
     ``.obsm["omiclip_proportions_mapping"]``
         With ``keep_mapping=True``: the raw mapping.
-    ``.uns["omiclip"]["decompose"]``
+    ``.uns["omiclip"]["decompose"][key_added]``
         Parameters, the cell types, the reference's cells per type and the final objective terms
         (``score``: mean per-dimension cosine similarity; ``kl``: density term).
     """
-    if mode not in ("clusters", "cells"):
-        raise ValueError(f"`mode` must be 'clusters' or 'cells', got {mode!r}.")
-    if epochs < 1 or lr <= 0:
-        raise ValueError(f"`epochs` must be at least 1 and `lr` positive, got {epochs} and {lr}.")
+    check_choice("mode", mode, ("clusters", "cells"))
+    check_choice("nms_on", nms_on, ("mapping", "proportions"))
+    check_int("epochs", epochs, min=1)
+    check_number("lr", lr, min=0, min_inclusive=False)
     if nms_percentiles is not None and not 0 <= nms_percentiles[0] < nms_percentiles[1] <= 100:
         raise ValueError(f"`nms_percentiles` must be (low, high) with 0 <= low < high <= 100, got {nms_percentiles}.")
-    table = get_table(spatial, table_key)
-    reference = get_table(reference)
-    check_not_empty(table)
-    check_not_empty(reference)
-    spot_emb = get_rep(table, use_rep)
-    cell_emb = get_rep(reference, reference_rep)
-    check_same_dim(spot_emb, cell_emb, use_rep, reference_rep)
+    table, reference, spot_emb, cell_emb = reference_pair(
+        spatial,
+        reference,
+        use_rep,
+        reference_rep,
+        table_key=table_key,
+        reference_table_key=reference_table_key,
+        names=("the spatial data", "the reference"),
+    )
+    outputs = [key_added] + [nms_key(key_added)] * nms + [mapping_key(key_added)] * keep_mapping
+    claim(table, [("obsm", key) for key in outputs], reads=[("obsm", use_rep)])
     labels, counts = _cell_types(reference, groupby)
     device = resolve_device(device)
+    if filter_dims:
+        spot_emb, cell_emb = _positive_somewhere(spot_emb, cell_emb)
 
     cell_types = labels.categories.astype(str)
+    # Tangram's cluster order (value_counts: decreasing size), which decides the rows of the seeded initial logits
     present = np.flatnonzero(counts)
+    present = present[np.argsort(-counts[present], kind="stable")]
     start = logg.info(
         f"decomposing {table.n_obs} observations into {len(present)} cell types "
         f"({mode} mode, {int(counts.sum())} reference cells)"
@@ -181,27 +203,32 @@ def decompose(
     spatial = working_copy(spatial, copy)
     table = get_table(spatial, table_key)
     added = [(key_added, "cell-type proportions (obsm)")]
-    table.obsm[key_added] = pd.DataFrame(proportions, index=table.obs_names, columns=cell_types)
+    table.obsm[key_added] = obsm_frame(proportions, table, cell_types)
     if nms:
-        suppressed = non_maximum_suppression(proportions, nms_percentiles)
-        table.obsm[f"{key_added}_nms"] = pd.DataFrame(suppressed, index=table.obs_names, columns=cell_types)
-        added.append((f"{key_added}_nms", "most likely cell type per observation (obsm)"))
+        compared = type_maps(mapping.probabilities, groups, len(cell_types)) if nms_on == "mapping" else proportions
+        suppressed = non_maximum_suppression(compared, nms_percentiles)
+        table.obsm[nms_key(key_added)] = obsm_frame(suppressed, table, cell_types)
+        added.append((nms_key(key_added), "most likely cell type per observation (obsm)"))
     if keep_mapping:
         raw = mapping.probabilities.T
         if mode == "clusters":
-            raw = pd.DataFrame(raw, index=table.obs_names, columns=cell_types[present])
-        table.obsm[f"{key_added}_mapping"] = raw
-        added.append((f"{key_added}_mapping", "mapping of the reference onto the observations (obsm)"))
+            raw = obsm_frame(raw, table, cell_types[present])
+        table.obsm[mapping_key(key_added)] = raw
+        added.append((mapping_key(key_added), "mapping of the reference onto the observations (obsm)"))
     record(
         table,
         "decompose",
+        key_added,
         {
             "groupby": groupby,
             "use_rep": use_rep,
             "reference_rep": reference_rep,
             "mode": mode,
             "scale": scale,
+            "filter_dims": filter_dims,
+            "n_dims": int(spot_emb.shape[1]),
             "nms": nms,
+            "nms_on": nms_on,
             "nms_percentiles": list(nms_percentiles) if nms_percentiles is not None else "none",
             "epochs": epochs,
             "lr": lr,
@@ -216,6 +243,17 @@ def decompose(
     )
     logg.finished(start, added)
     return spatial if copy else None
+
+
+def _positive_somewhere(spot_emb: np.ndarray, cell_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both embeddings on the dimensions positive in at least one spot and one cell (Tangram's ``pp_adatas``)."""
+    keep = (spot_emb > 0).any(axis=0) & (cell_emb > 0).any(axis=0)
+    if not keep.any():
+        raise ValueError(
+            "No embedding dimension is positive in both the spatial data and the reference, so Tangram's gene "
+            "filter leaves nothing to map; pass `filter_dims=False`."
+        )
+    return spot_emb[:, keep], cell_emb[:, keep]
 
 
 def _cell_types(reference: AnnData, groupby: str) -> tuple[pd.Categorical, np.ndarray]:

@@ -7,28 +7,25 @@ import torch
 from anndata import AnnData
 
 from omiclip import _logging as logg
-from omiclip._anndata import (
-    SENTENCE_KEY,
-    UNS_KEY,
-    check_not_empty,
-    check_obs_key,
-    embedding_key,
-    get_table,
-    record,
-    working_copy,
-)
-from omiclip._core import distributed
-from omiclip.models import Encoder, load
+from omiclip._anndata import check_not_empty, check_obs_key, get_table, working_copy
+from omiclip._docs import doc_params
+from omiclip._keys import SENTENCE_KEY, claim, embedding_key, record
+from omiclip._validate import check_choice, check_int
+from omiclip.models import Encoder
 from omiclip.models._encoder import Precision, check_precision
 from omiclip.pp._tiles import HIRES_UM_PER_PX, Tiles
 from omiclip.pp._tiles import tiles as tiles_of
+from omiclip.tl import _distributed as distributed
+from omiclip.tl._model import resolve_encoder
 
 if TYPE_CHECKING:
     from distributed import Client
+    from spatialdata import SpatialData
 
 
+@doc_params
 def embed(
-    data,
+    data: AnnData | SpatialData,
     *,
     modality: Literal["text", "image"] = "text",
     model: str | os.PathLike | Encoder = "omiclip",
@@ -38,6 +35,7 @@ def embed(
     image_key: str | None = None,
     tile_size_um: float | None = None,
     um_per_px: float | None = HIRES_UM_PER_PX,
+    microns_per_unit: float | None = None,
     batch_size: int = 64,
     device: str | torch.device | None = None,
     precision: Precision = "fp32",
@@ -46,7 +44,7 @@ def embed(
     client: Client | None = None,
     progress: bool = True,
     copy: bool = False,
-) -> AnnData | None:
+) -> AnnData | SpatialData | None:
     """Embed observations with OmiCLIP: gene sentences (``"text"``) or H&E tiles (``"image"``).
 
     Parameters
@@ -56,18 +54,16 @@ def embed(
     modality
         ``"text"``: each observation's gene sentence (see :func:`omiclip.pp.gene_sentences`).
         ``"image"``: each observation's tile (see :func:`omiclip.pp.tiles`).
-    model
-        A loaded :class:`~omiclip.models.Encoder`, a model name or a checkpoint path (see
-        :func:`omiclip.models.load`).
-    checkpoint
-        Weights for a model given by name.
+    {model}
+    {checkpoint}
     sentence_key
         ``.obs`` column with the gene sentences.
     tiles
         Tiles from :func:`omiclip.pp.tiles` (e.g. a whole-slide grid); by default spot tiles are made
         with ``image_key``, ``tile_size_um`` and ``um_per_px``. Embeddings go to the tiles' table.
-    image_key, tile_size_um, um_per_px
-        Passed to :func:`omiclip.pp.tiles` when ``tiles`` is not given.
+    image_key, tile_size_um, um_per_px, microns_per_unit
+        Passed to :func:`omiclip.pp.tiles` when ``tiles`` is not given (``microns_per_unit``: µm per unit of the
+        spots' coordinates, for data whose scale is neither stored nor recorded by its reader).
     batch_size
         Observations per forward pass.
     device
@@ -77,18 +73,15 @@ def embed(
         ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast on CUDA.
     key_added
         ``.obsm`` key; default ``X_omiclip_{modality}``.
-    table_key
-        Table of a SpatialData object with several tables.
+    {table_key}
     client
         A :class:`dask.distributed.Client`: tiles are read and encoded on its workers (images only). Each
         worker reads its own windows straight from the image's zarr store, so ``data`` must be read from zarr
         (:func:`spatialdata.read_zarr`), and loads the model once from ``model`` and ``checkpoint`` (a
         fine-tuned :class:`~omiclip.models.Encoder` must have been saved: pass its checkpoint path). Results
         equal the single-process ones, in the same order. GPU clusters: one worker per GPU (dask-cuda).
-    progress
-        Show a progress bar.
-    copy
-        Return a modified copy instead of writing into ``data``.
+    {progress}
+    {copy}
 
     Returns
     -------
@@ -100,8 +93,7 @@ def embed(
         Model name, checkpoint path and SHA-256, parameters; for text ``n_genes_in_context`` per
         observation, for images the tile size, resolution and number of padded tiles.
     """
-    if modality not in ("text", "image"):
-        raise ValueError(f"modality must be 'text' or 'image', got {modality!r}.")
+    check_choice("modality", modality, ("text", "image"))
     if client is not None and modality == "text":
         raise ValueError("`client` distributes image tiles; embed gene sentences without it (they are cheap).")
     _check_encoding(batch_size, precision)
@@ -115,21 +107,27 @@ def embed(
     else:
         if tiles is None:
             tiles = tiles_of(
-                data, image_key=image_key, table_key=table_key, tile_size_um=tile_size_um, um_per_px=um_per_px
+                data,
+                image_key=image_key,
+                table_key=table_key,
+                tile_size_um=tile_size_um,
+                um_per_px=um_per_px,
+                microns_per_unit=microns_per_unit,
             )
         table_key = tiles.table_key
         adata = get_table(data, table_key)
         if not tiles.obs_names.equals(adata.obs_names):
             raise ValueError("The tiles belong to other observations than the table: make them from this object.")
+    key = embedding_key(modality, key_added)
+    claim(adata, [("obsm", key)])
     if client is None:
-        encoder = _as_encoder(model, checkpoint=checkpoint, device=device)
+        encoder = resolve_encoder(model, checkpoint=checkpoint, device=device)
         facts, where = distributed.model_facts(encoder), str(encoder.device)
     else:
         worker_model = distributed.worker_model(model, checkpoint=checkpoint, device=device)
         read_region = distributed.zarr_regions(tiles.level.array)
         facts, where = distributed.describe(client, worker_model), f"{len(client.nthreads())} dask workers"
 
-    key = embedding_key(modality, key_added)
     what = "gene sentences" if modality == "text" else "tiles"
     start = logg.info(f"embedding {adata.n_obs} {what} with {facts['model']!r} on {where}")
     if modality == "text":
@@ -157,23 +155,12 @@ def embed(
     data = working_copy(data, copy)
     adata = get_table(data, table_key)
     adata.obsm[key] = embeddings
-    runs = dict(adata.uns.get(UNS_KEY, {}).get("embed", {}))
-    runs[key] = {"modality": modality, "key_added": key, **facts, "precision": precision, **details}
-    record(adata, "embed", runs)
+    record(adata, "embed", key, {"modality": modality, "key_added": key, **facts, "precision": precision, **details})
     logg.finished(start, [(key, f"{modality} embeddings (obsm)")])
     return data if copy else None
 
 
 def _check_encoding(batch_size: int, precision: str) -> None:
     """The encoding arguments of :func:`embed`, checked before any model is loaded."""
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
+    check_int("batch_size", batch_size, min=1)
     check_precision(precision)
-
-
-def _as_encoder(model, *, checkpoint, device) -> Encoder:
-    if isinstance(model, Encoder):
-        if checkpoint is not None:
-            raise ValueError("`checkpoint` applies to a model name; this Encoder is already loaded.")
-        return model.to(device) if device is not None else model
-    return load(model, checkpoint=checkpoint, device=device)

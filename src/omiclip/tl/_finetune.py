@@ -5,21 +5,26 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 
 from omiclip import _logging as logg
-from omiclip._anndata import SENTENCE_KEY, check_obs_key, get_table, record
+from omiclip._anndata import check_obs_key, get_table
 from omiclip._core.contrastive import TrainingState, train_contrastive
+from omiclip._docs import doc_params
+from omiclip._keys import SENTENCE_KEY, record
+from omiclip._validate import check_choice, check_int, check_number
 from omiclip.io._paths import check_writable
 from omiclip.models import Encoder
-from omiclip.models._checkpoint import model_name_in, read_checkpoint, save_checkpoint, state_dict_of
-from omiclip.models._encoder import resolve_device
+from omiclip.models._checkpoint import check_finite, model_name_in, read_checkpoint, save_checkpoint, state_dict_of
 from omiclip.pp._tiles import HIRES_UM_PER_PX
 from omiclip.pp._tiles import tiles as tiles_of
-from omiclip.tl._embed import _as_encoder
+from omiclip.tl._model import resolve_device, resolve_encoder
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 # official fine-tunes: RandomResizedCrop(scale 0.9-1) plus colour jitter, no grey scale
 _OFFICIAL_AUGMENTATION = {
@@ -30,8 +35,9 @@ _OFFICIAL_AUGMENTATION = {
 }
 
 
+@doc_params
 def finetune(
-    data,
+    data: SpatialData | Sequence[SpatialData],
     *,
     model: str | os.PathLike | Encoder = "omiclip",
     checkpoint: str | os.PathLike | None = None,
@@ -51,6 +57,7 @@ def finetune(
     device: str | torch.device | None = None,
     save: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
+    trust_checkpoint: bool = False,
     progress: bool = True,
 ) -> Encoder:
     """Fine-tune OmiCLIP contrastively on the (tile, gene sentence) pairs of one or more sections.
@@ -68,14 +75,12 @@ def finetune(
     model
         The model to start from (an :class:`~omiclip.models.Encoder`, a name or a checkpoint path). It is
         copied: the given Encoder is not changed.
-    checkpoint
-        Weights for a model given by name.
+    {checkpoint}
     image_key, tile_size_um, um_per_px
         How spot tiles are cut (see :func:`omiclip.pp.tiles`).
     sentence_key
         ``.obs`` column with gene sentences (see :func:`omiclip.pp.gene_sentences`).
-    table_key
-        Table of the sections, when they have several.
+    {table_key}
     epochs
         Passes over the pairs (in total, counting those of a resumed run).
     batch_size
@@ -98,26 +103,28 @@ def finetune(
         Write a checkpoint (OpenCLIP layout plus optimizer state) after every epoch; readable by
         :func:`omiclip.models.load` and by ``resume``.
     resume
-        Continue from a checkpoint written with ``save``.
-    progress
-        Show a progress bar with the loss.
+        Continue from a checkpoint written with ``save`` (read with ``weights_only=True``, as
+        :func:`omiclip.models.load` reads checkpoints).
+    trust_checkpoint
+        Read ``resume`` (and ``model``/``checkpoint`` given as files) by full unpickling, which runs whatever
+        code the file names: only for files from a source you trust.
+    {progress}
 
     Returns
     -------
     The fine-tuned :class:`~omiclip.models.Encoder` (``.history``: mean loss per epoch). Writes
-    ``.uns["omiclip"]["finetune"]`` (parameters and loss history) to each section's table.
+    ``.uns["omiclip"]["finetune"][name]`` (parameters and loss history; ``name``: the model started from) to each
+    section's table.
     """
     sections = list(data) if isinstance(data, Sequence) and not isinstance(data, str) else [data]
     if not sections:
         raise ValueError("No sections to fine-tune on.")
-    if freeze not in (None, "image", "text"):
-        raise ValueError(f"`freeze` must be None, 'image' or 'text', got {freeze!r}.")
-    if epochs < 1 or batch_size < 2:
-        raise ValueError("`epochs` must be >= 1 and `batch_size` >= 2.")
-    if not (np.isfinite(lr) and lr > 0 and np.isfinite(weight_decay) and weight_decay >= 0 and warmup >= 0):
-        raise ValueError(
-            f"Need a finite `lr` > 0, `weight_decay` >= 0 and `warmup` >= 0; got {lr}, {weight_decay}, {warmup}."
-        )
+    check_choice("freeze", freeze, (None, "image", "text"))
+    check_int("epochs", epochs, min=1)
+    check_int("batch_size", batch_size, min=2)
+    check_number("lr", lr, min=0, min_inclusive=False)
+    check_number("weight_decay", weight_decay, min=0)
+    check_int("warmup", warmup, min=0)
     if save is not None:
         check_writable(save)
     pairs_tiles, pairs_sentences = [], []
@@ -135,10 +142,15 @@ def finetune(
         raise ValueError(f"Fine-tuning needs at least 2 pairs, got {len(pairs_tiles)}.")
 
     # a loaded Encoder stays where it is (device=None); a name is loaded on the CPU, then copied over
-    base = _as_encoder(model, checkpoint=checkpoint, device=None if isinstance(model, Encoder) else "cpu")
+    base = resolve_encoder(
+        model,
+        checkpoint=checkpoint,
+        device=None if isinstance(model, Encoder) else "cpu",
+        trust_checkpoint=trust_checkpoint,
+    )
     encoder = copy.deepcopy(base)  # the caller's model stays as it was, on its device
     encoder.device = resolve_device(device)
-    state = _resume(resume, encoder) if resume is not None else TrainingState()
+    state = _resume(resume, encoder, trust_checkpoint=trust_checkpoint) if resume is not None else TrainingState()
 
     transform = _train_transform(encoder) if augment else encoder.preprocess
     params = {
@@ -190,8 +202,9 @@ def finetune(
     encoder.checkpoint = Path(save) if save is not None else None
     encoder.__dict__.pop("checkpoint_sha256", None)  # the weights changed
     encoder.seed = None
+    encoder.trust_checkpoint = False  # the weights are ours now; a saved file is plain weights
     for section in sections:
-        record(get_table(section, table_key), "finetune", {**params, "loss": np.asarray(state.history)})
+        record(get_table(section, table_key), "finetune", base.name, {**params, "loss": np.asarray(state.history)})
     checkpoint_note = f"; checkpoint {save}" if save is not None else ""
     logg.finished(start, note=f"loss {state.history[0]:.3f} -> {state.history[-1]:.3f}{checkpoint_note}")
     return encoder
@@ -211,10 +224,12 @@ def _train_transform(encoder: Encoder):
         )
 
 
-def _resume(path, encoder: Encoder) -> TrainingState:
-    content = read_checkpoint(path)
+def _resume(path, encoder: Encoder, *, trust_checkpoint: bool) -> TrainingState:
+    content = read_checkpoint(path, trust=trust_checkpoint)
     meta = content.get("omiclip", {})
     if model_name_in(content) != encoder.name or "optimizer" not in meta:
         raise ValueError(f"{path} is not a fine-tuning checkpoint of {encoder.name!r} written with `save=`.")
-    encoder.model.load_state_dict(state_dict_of(content))
+    state = state_dict_of(content)
+    check_finite(state, path=path)
+    encoder.model.load_state_dict(state)
     return TrainingState(epoch=meta["epoch"], step=meta["step"], optimizer=meta["optimizer"], history=meta["history"])

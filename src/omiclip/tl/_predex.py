@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -9,13 +10,20 @@ from anndata import AnnData
 from scipy import sparse
 
 from omiclip import _logging as logg
-from omiclip._anndata import check_not_empty, check_same_dim, get_rep, get_table, record
+from omiclip._anndata import obsm_frame, reference_pair
 from omiclip._core.similarity import Weighting, weighted_average
+from omiclip._docs import doc_params
+from omiclip._keys import PREDICTED_KEY, claim, record
+from omiclip._validate import check_choice, check_int, check_number, check_optional_int
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 
+@doc_params
 def predex(
-    query,
-    reference,
+    query: AnnData | SpatialData,
+    reference: AnnData | SpatialData,
     *,
     genes: Sequence[str] | None = None,
     n_top_genes: int = 300,
@@ -29,6 +37,7 @@ def predex(
     block_size: int = 512,
     key_added: str | None = None,
     table_key: str | None = None,
+    reference_table_key: str | None = None,
     progress: bool = True,
 ) -> AnnData:
     """Predict expression from H&E: a similarity-weighted mean of reference spots' expression (Loki PredEx).
@@ -67,30 +76,29 @@ def predex(
     block_size
         Queries per block.
     key_added
-        Also write the prediction to ``query.obsm[key_added]`` (DataFrame, genes as columns).
-    table_key
-        Table of a SpatialData query with several tables.
-    progress
-        Show a progress bar.
+        Also write the prediction to ``query.obsm[key_added]`` (DataFrame, genes as columns; a "/" in a name is
+        written as "∕").
+    {table_key}
+    {reference_table_key}
+    {progress}
 
     Returns
     -------
-    AnnData of predicted expression, query observations × genes, with ``uns["omiclip"]["predex"]``
-    (parameters). With ``key_added`` the query table gets ``.obsm[key_added]`` too.
+    AnnData of predicted expression, query observations × genes, with ``uns["omiclip"]["predex"][key]``
+    (parameters; ``key``: ``key_added``, default ``"omiclip_predex"``). With ``key_added`` the query table gets
+    ``.obsm[key_added]`` and that record too.
     """
-    query_table = get_table(query, table_key)
-    reference_table = get_table(reference)
-    check_not_empty(query_table)
-    check_not_empty(reference_table)
-    query_emb = get_rep(query_table, use_rep)
-    reference_emb = get_rep(reference_table, reference_rep)
-    check_same_dim(query_emb, reference_emb, use_rep, reference_rep)
-    if weighting not in ("raw", "softmax"):
-        raise ValueError(f"`weighting` must be 'raw' or 'softmax', got {weighting!r}.")
-    if weighting == "softmax" and (temperature <= 0 or clip_negative):
-        raise ValueError("Softmax weights need a positive `temperature` and are never negative (no `clip_negative`).")
-    if k is not None and not 1 <= k <= reference_table.n_obs:
-        raise ValueError(f"`k` must be between 1 and the reference size ({reference_table.n_obs}), got {k}.")
+    query_table, reference_table, query_emb, reference_emb = reference_pair(
+        query, reference, use_rep, reference_rep, table_key=table_key, reference_table_key=reference_table_key
+    )
+    check_choice("weighting", weighting, ("raw", "softmax"))
+    if weighting == "softmax":
+        check_number("temperature", temperature, min=0, min_inclusive=False)
+        if clip_negative:
+            raise ValueError("Softmax weights are never negative: `clip_negative` applies to raw weights only.")
+    check_optional_int("k", k, min=1, max=reference_table.n_obs)
+    if key_added is not None:
+        claim(query_table, [("obsm", key_added)], reads=[("obsm", use_rep)])
     expression, genes = _reference_expression(reference_table, genes, n_top_genes, layer)
 
     start = logg.info(
@@ -118,10 +126,11 @@ def predex(
         "temperature": temperature,
         "clip_negative": clip_negative,
     }
-    record(result, "predex", params)
+    key = key_added or PREDICTED_KEY
+    record(result, "predex", key, params)
     if key_added is not None:
-        query_table.obsm[key_added] = pd.DataFrame(predicted, index=query_table.obs_names, columns=genes)
-        record(query_table, "predex", {**params, "key_added": key_added})
+        query_table.obsm[key_added] = obsm_frame(predicted, query_table, genes)
+        record(query_table, "predex", key, {**params, "key_added": key_added})
     logg.finished(start, [(key_added, "predicted expression (obsm)")] if key_added else None)
     return result
 
@@ -147,8 +156,7 @@ def _reference_expression(reference: AnnData, genes, n_top_genes: int, layer: st
     if not reference.var_names.is_unique:
         raise ValueError("The reference's var_names are not unique; run `reference.var_names_make_unique()` first.")
     if genes is None:
-        if isinstance(n_top_genes, bool) or not isinstance(n_top_genes, int | np.integer) or n_top_genes < 1:
-            raise ValueError(f"`n_top_genes` must be a positive integer, got {n_top_genes!r}.")
+        check_int("n_top_genes", n_top_genes, min=1)
         mean = np.asarray(matrix.mean(axis=0)).ravel()
         columns = np.sort(np.argsort(-mean, kind="stable")[: min(n_top_genes, reference.n_vars)])
     else:

@@ -1,29 +1,37 @@
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from anndata import AnnData
 
 from omiclip import _logging as logg
-from omiclip._anndata import check_not_empty, check_same_dim, get_rep, get_table, record, working_copy
+from omiclip._anndata import get_table, reference_pair, working_copy
 from omiclip._core.similarity import top_k
+from omiclip._docs import doc_params
+from omiclip._keys import RETRIEVED_KEY, claim, record, scores_key
+from omiclip._validate import check_choice, check_int
+
+if TYPE_CHECKING:
+    from spatialdata import SpatialData
 
 
+@doc_params
 def retrieve(
-    query,
-    reference,
+    query: AnnData | SpatialData,
+    reference: AnnData | SpatialData,
     *,
     k: int = 50,
     use_rep: str = "X_omiclip_image",
     reference_rep: str = "X_omiclip_text",
     method: Literal["exact", "approximate"] = "exact",
     block_size: int = 1024,
-    key_added: str = "omiclip_retrieved",
+    key_added: str = RETRIEVED_KEY,
     table_key: str | None = None,
+    reference_table_key: str | None = None,
     progress: bool = True,
     copy: bool = False,
-) -> AnnData | None:
+) -> AnnData | SpatialData | None:
     """Find, for each query observation, the ``k`` most similar observations of a reference (Loki Retrieve).
 
     Typically H&E tile embeddings of a query section against the transcriptome embeddings of a bank of
@@ -49,12 +57,10 @@ def retrieve(
         Queries per block for exact search.
     key_added
         ``.obsm`` keys ``{key_added}`` and ``{key_added}_scores``.
-    table_key
-        Table of a SpatialData query with several tables.
-    progress
-        Show a progress bar.
-    copy
-        Return a modified copy instead of writing into ``query``.
+    {table_key}
+    {reference_table_key}
+    {progress}
+    {copy}
 
     Returns
     -------
@@ -64,20 +70,15 @@ def retrieve(
         ``int`` ``(n_obs, k)`` positions of the retrieved reference observations, best first.
     ``.obsm["omiclip_retrieved_scores"]``
         Their cosine similarities.
-    ``.uns["omiclip"]["retrieve"]``
+    ``.uns["omiclip"]["retrieve"][key_added]``
         Parameters and ``reference_obs_names`` (so positions map back to names).
     """
-    query_table = get_table(query, table_key)
-    reference_table = get_table(reference)
-    for table in (query_table, reference_table):
-        check_not_empty(table)
-    query_emb = get_rep(query_table, use_rep)
-    reference_emb = get_rep(reference_table, reference_rep)
-    check_same_dim(query_emb, reference_emb, use_rep, reference_rep)
-    if not 1 <= k <= reference_table.n_obs:
-        raise ValueError(f"`k` must be between 1 and the reference size ({reference_table.n_obs}), got {k}.")
-    if method not in ("exact", "approximate"):
-        raise ValueError(f"`method` must be 'exact' or 'approximate', got {method!r}.")
+    query_table, reference_table, query_emb, reference_emb = reference_pair(
+        query, reference, use_rep, reference_rep, table_key=table_key, reference_table_key=reference_table_key
+    )
+    check_int("k", k, min=1, max=reference_table.n_obs)
+    check_choice("method", method, ("exact", "approximate"))
+    claim(query_table, [("obsm", key_added), ("obsm", scores_key(key_added))], reads=[("obsm", use_rep)])
 
     start = logg.info(f"retrieving the top {k} of {reference_table.n_obs} references for {query_table.n_obs} queries")
     if method == "exact":
@@ -88,10 +89,11 @@ def retrieve(
     query = working_copy(query, copy)
     query_table = get_table(query, table_key)
     query_table.obsm[key_added] = indices
-    query_table.obsm[f"{key_added}_scores"] = scores
+    query_table.obsm[scores_key(key_added)] = scores
     record(
         query_table,
         "retrieve",
+        key_added,
         {
             "k": k,
             "use_rep": use_rep,
@@ -101,7 +103,7 @@ def retrieve(
             "reference_obs_names": reference_table.obs_names.to_numpy(dtype=str),
         },
     )
-    logg.finished(start, [(key_added, "reference positions (obsm)"), (f"{key_added}_scores", "similarities (obsm)")])
+    logg.finished(start, [(key_added, "reference positions (obsm)"), (scores_key(key_added), "similarities (obsm)")])
     return query if copy else None
 
 

@@ -50,20 +50,24 @@ class WorkerModel:
         Seed of the random initialisation of models without a checkpoint.
     device
         Device on the worker; ``None`` picks CUDA when the worker has one.
+    trust_checkpoint
+        Read the checkpoint by full unpickling (the caller opted in with ``trust_checkpoint=True``).
     """
 
     name: str | None
     checkpoint: str | None
     seed: int
     device: str | None
+    trust_checkpoint: bool = False
 
     def load(self) -> Encoder:
         """Load the model (in the calling process)."""
         from omiclip.models import load
 
+        options = {"device": self.device, "seed": self.seed, "trust_checkpoint": self.trust_checkpoint}
         if self.name is None:
-            return load(self.checkpoint, device=self.device, seed=self.seed)
-        return load(self.name, checkpoint=self.checkpoint, device=self.device, seed=self.seed)
+            return load(self.checkpoint, **options)
+        return load(self.name, checkpoint=self.checkpoint, **options)
 
 
 def worker_model(model, *, checkpoint, device) -> WorkerModel:
@@ -75,11 +79,11 @@ def worker_model(model, *, checkpoint, device) -> WorkerModel:
     from omiclip.models import MODELS, Encoder
     from omiclip.models._checkpoint import find_checkpoint
     from omiclip.models._registry import get_spec
+    from omiclip.tl._model import check_checkpoint_for
 
     device = None if device is None else str(device)
+    check_checkpoint_for(model, checkpoint)
     if isinstance(model, Encoder):
-        if checkpoint is not None:
-            raise ValueError("`checkpoint` applies to a model name; this Encoder is already loaded.")
         if model.checkpoint is None and model.seed is None:
             raise ValueError(
                 "This Encoder was fine-tuned in memory: its weights exist only in this process, and workers load "
@@ -87,7 +91,7 @@ def worker_model(model, *, checkpoint, device) -> WorkerModel:
                 "model.model, model_name=model.name)`), then pass `model=path`."
             )
         path = _absolute(model.checkpoint)
-        return WorkerModel(model.name, path, 0 if model.seed is None else model.seed, device)
+        return WorkerModel(model.name, path, 0 if model.seed is None else model.seed, device, model.trust_checkpoint)
     name = str(model)
     if name not in MODELS:  # a checkpoint path
         if not Path(name).expanduser().is_file():

@@ -1,0 +1,358 @@
+"""Where a table's spots lie on an image: pyramid levels, spot centres in pixels and the physical scale.
+
+:func:`omiclip.pp.tiles` cuts tiles from a :class:`SpotGeometry`; this module only finds it, from a SpatialData
+table and its shapes or from scanpy's Visium AnnData layout.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from omiclip import _logging as logg
+from omiclip._anndata import check_not_empty, get_table
+from omiclip._core.tiling import BACKGROUND
+from omiclip._keys import MICRONS_PER_UNIT_KEY
+
+VISIUM_SPOT_UM = 55.0
+HD_BIN = re.compile(r"square_(\d{3})um")  # spatialdata-io's Visium HD tables and shapes: square_002um, ...
+SOPA_BOUNDS = "bboxes"  # sopa's patches: the (xmin, ymin, xmax, ymax) square each patch was cut as
+LAZYSLIDE_TILE_SPEC = "tile_spec"  # WSIData.attrs: tile shapes key → TileSpec (sizes in level-0 pixels)
+LAZYSLIDE_PROPERTIES = "slide_properties"  # WSIData.attrs: the slide's properties, with its µm per pixel
+
+
+@dataclass(frozen=True)
+class Level:
+    """One resolution of an image: a ``(c, y, x)`` array (Dask or NumPy) and its pixel size.
+
+    Reads give ``uint8`` RGB: float images are scaled by ``value_scale`` (255 for values in [0, 1]) and RGBA is
+    composited over white, so fully transparent pixels read as background.
+    """
+
+    array: Any
+    um_per_px: float
+    value_scale: float = 1.0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(int(s) for s in self.array.shape[1:])
+
+    def thumbnail(self, max_px: int = 2048) -> np.ndarray:
+        """The level subsampled to at most ``max_px`` on a side (strided read: never the whole image)."""
+        step = max(1, int(np.ceil(max(self.shape) / max_px)))
+        return to_rgb8(_compute(self.array[:, ::step, ::step]), self.value_scale)
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return to_rgb8(_compute(self.array[:, y0:y1, x0:x1]), self.value_scale)
+
+
+def _compute(array) -> np.ndarray:
+    return np.asarray(array.compute() if hasattr(array, "compute") else array)
+
+
+@dataclass(frozen=True)
+class SpotGeometry:
+    """The spots of one table on one image.
+
+    Attributes
+    ----------
+    levels
+        The image's pyramid levels, finest first.
+    centers_px
+        ``(n, 2)`` spot centres ``(y, x)`` in pixels of the finest level.
+    spot_px
+        Spot diameter (or square side) in pixels of the finest level.
+    obs_names
+        Observation of the table each spot belongs to.
+    table_key
+        SpatialData table of the spots (``None`` for AnnData).
+    image_key
+        The image element (SpatialData) or ``uns["spatial"]`` image (AnnData).
+    other_images
+        The other images that cover the spots, with their finest µm per pixel.
+    """
+
+    levels: list[Level]
+    centers_px: np.ndarray
+    spot_px: float
+    obs_names: pd.Index
+    table_key: str | None
+    image_key: str
+    other_images: dict[str, float] = field(default_factory=dict)
+
+
+def check_positive(value, name: str) -> None:
+    """``None`` means "use the default"; anything else must be a usable physical size."""
+    if value is None:
+        return
+    try:
+        ok = bool(np.isfinite(value) and value > 0)
+    except TypeError:  # a string or other non-number
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+
+
+def only(mapping, what: str) -> str:
+    """The single key of ``mapping``, or an error listing them."""
+    if len(mapping) != 1:
+        raise ValueError(f"Found {len(mapping)} {what} elements ({list(mapping)}); choose one with `{what}_key=`.")
+    return next(iter(mapping))
+
+
+def image_levels(image, um_per_px0: float, name: str = "image") -> list[Level]:
+    """Pyramid levels of an image element, finest first, read as ``(c, y, x)`` uint8 RGB."""
+    arrays = [image[key]["image"] for key in image.children] if hasattr(image, "children") else [image]
+    first = arrays[0]
+    check_rgb(first.shape, tuple(first.dims), first.dtype, name)
+    value_scale = float_scale(_compute(arrays[-1][:, :: _step(arrays[-1]), :: _step(arrays[-1])]))
+    width0 = first.shape[2]
+    return [Level(a.data, um_per_px0 * width0 / a.shape[2], value_scale) for a in arrays]
+
+
+def _step(array, max_px: int = 512) -> int:
+    return max(1, int(np.ceil(max(array.shape[1:]) / max_px)))
+
+
+def check_rgb(shape, dims, dtype, name: str) -> None:
+    """An H&E image: (c, y, x) with 3 (RGB) or 4 (RGBA) channels, uint8 or float; a (y, x, c) mix-up is named."""
+    if dims == ("c", "y", "x") and shape[0] > 4 and shape[2] in (3, 4):
+        raise ValueError(
+            f"Image {name!r} has shape {tuple(shape)} with axes (c, y, x): that is a (y, x, c) image read with the "
+            "wrong axes. Parse it again with `Image2DModel.parse(array, dims=('y', 'x', 'c'))`."
+        )
+    if dims != ("c", "y", "x") or shape[0] not in (3, 4):
+        raise ValueError(
+            f"Image {name!r} must be RGB or RGBA with axes (c, y, x), got axes {dims} shape {tuple(shape)} "
+            "(fluorescence or single-channel images are not H&E)."
+        )
+    if not (dtype == np.uint8 or np.issubdtype(dtype, np.floating)):
+        raise ValueError(f"Image {name!r} must be uint8 or float RGB, got {dtype}: rescale it to 0-255 uint8 first.")
+
+
+def float_scale(sample: np.ndarray) -> float:
+    """Factor to 0-255 for an image's values, judged on a sample: floats up to 1 are [0, 1], larger ones 0-255."""
+    if sample.dtype == np.uint8:
+        return 1.0
+    finite = sample[np.isfinite(sample)]
+    return 255.0 if finite.size == 0 or finite.max() <= 1 else 1.0
+
+
+def to_rgb8(region: np.ndarray, value_scale: float = 1.0) -> np.ndarray:
+    """``(c, h, w)`` RGB/RGBA, uint8 or float, as ``(3, h, w)`` uint8; RGBA is composited over white."""
+    if region.dtype == np.uint8 and region.shape[0] == 3:
+        return region
+    values = region.astype(np.float32) * value_scale
+    rgb = values[:3]
+    if region.shape[0] == 4:
+        alpha = np.clip(values[3:4] / 255, 0, 1)
+        rgb = rgb * alpha + BACKGROUND * (1 - alpha)
+    return np.clip(np.round(np.nan_to_num(rgb, nan=BACKGROUND)), 0, 255).astype(np.uint8)
+
+
+def spatialdata_geometry(sdata, image_key, shapes_key, table_key, microns_per_unit) -> SpotGeometry:
+    """The spots of a SpatialData table on its image (by default the finest image that covers them)."""
+    if image_key is not None and image_key not in sdata.images:
+        raise KeyError(f"Image {image_key!r} not found; images: {list(sdata.images)}.")
+    if not sdata.images:
+        raise ValueError("The SpatialData object has no image to cut tiles from.")
+    table = get_table(sdata, table_key)
+    check_not_empty(table)
+    table_key = table_key or only(sdata.tables, "table")
+    attrs = table.uns.get("spatialdata_attrs", {})
+    regions = np.atleast_1d(attrs.get("region", []))
+    if len(regions) > 1:
+        raise ValueError(
+            f"Table {table_key!r} annotates several elements ({list(regions)}); tiles need a table of one spot "
+            "element: split it (e.g. with `spatialdata.match_table_to_element`)."
+        )
+    shapes_key = shapes_key or (str(regions[0]) if len(regions) == 1 else None)
+    if shapes_key not in sdata.shapes:
+        raise KeyError(f"Spot shapes {shapes_key!r} not found; shapes: {list(sdata.shapes)}. Pass `shapes_key=`.")
+    spots = _table_spots(sdata.shapes[shapes_key], table, table_key, shapes_key, attrs["instance_key"])
+    centers, size = spot_centres_and_size(sdata, spots, shapes_key)
+    if microns_per_unit is None:  # not `or`: an explicit 0 must be an error, not replaced by the stored value
+        microns_per_unit = table.uns.get(MICRONS_PER_UNIT_KEY)
+        check_positive(microns_per_unit, f"`.uns[{MICRONS_PER_UNIT_KEY!r}]` of table {table_key!r}")
+    if microns_per_unit is None:
+        microns_per_unit, source = recorded_scale(sdata, table, table_key, shapes_key, size)
+        if microns_per_unit is not None:
+            logg.info(f"    {microns_per_unit:.4g} µm per unit of {shapes_key!r}, from {source}")
+
+    placed = {}  # image → (units per finest pixel, µm per finest pixel or None, coverage, centres in its pixels)
+    for key in sorted(sdata.images, key=lambda key: key != image_key):  # the image asked for first
+        image = sdata.images[key]
+        try:
+            matrix = _spots_to_pixels(sdata, sdata.shapes[shapes_key], image, shapes_key, key)
+            first = image[next(iter(image.children))]["image"] if hasattr(image, "children") else image
+            check_rgb(first.shape, tuple(first.dims), first.dtype, key)
+        except ValueError:
+            if key == image_key or len(sdata.images) == 1:
+                raise
+            continue  # another image, not H&E or not placed with the spots
+        units_per_px = 1 / np.sqrt(abs(np.linalg.det(matrix[:2, :2])))
+        um = microns_per_unit if microns_per_unit is not None else _image_microns_per_unit(image, units_per_px)
+        yx = (np.column_stack([centers, np.ones(len(centers))]) @ matrix.T)[:, 1::-1]
+        inside = ((yx >= 0) & (yx < np.asarray(first.shape[1:]))).all(axis=1).mean()
+        placed[key] = (units_per_px, um, inside, yx)
+    if not placed:
+        raise ValueError(
+            f"No RGB image placed with the spots {shapes_key!r}: images {list(sdata.images)} are not H&E or share no "
+            "coordinate system with the spots. Pass `image_key=`."
+        )
+    best_cover = max(entry[2] for entry in placed.values())
+    covering = {key: entry for key, entry in placed.items() if entry[2] >= 0.95 * best_cover}
+    chosen = image_key or min(covering, key=lambda key: covering[key][0])  # fewest spot units per pixel: finest
+    units_per_px, um, _, centers_px = placed[chosen]
+    if um is None:
+        raise ValueError(
+            f"The physical scale of {shapes_key!r} is unknown (no Visium spots, Visium HD bins, Xenium µm "
+            "coordinates or recorded pixel size found): pass `microns_per_unit=` (µm per unit of the spots' "
+            "coordinates; for Visium in full-resolution pixels that is 55 / spot diameter in pixels)."
+        )
+    levels = image_levels(sdata.images[chosen], float(um) * units_per_px, chosen)
+    others = {key: float(e[1]) * e[0] for key, e in covering.items() if key != chosen and e[1] is not None}
+    if image_key is None and len(sdata.images) > 1:
+        logg.info(f"    image {chosen!r}, {levels[0].um_per_px:.3g} µm/px (the finest of {list(covering)})")
+    return SpotGeometry(levels, centers_px, size / units_per_px, table.obs_names, table_key, chosen, others)
+
+
+def _table_spots(spots, table, table_key, shapes_key, instance_key):
+    """The shapes of the table's observations, in table order."""
+    ids = table.obs[instance_key].to_numpy()
+    missing = ~pd.Index(ids).isin(spots.index)
+    if missing.any():  # `.loc` would fail with a pandas error that names neither the table nor the shapes
+        raise KeyError(
+            f"{int(missing.sum())} of {len(ids)} ids in `.obs[{instance_key!r}]` of table {table_key!r} are not in "
+            f"the index of shapes {shapes_key!r} (e.g. {ids[missing][:3].tolist()}; shapes index e.g. "
+            f"{spots.index[:3].tolist()}). Make the table's `instance_key` column hold the shapes' index values."
+        )
+    return spots.loc[ids]
+
+
+def spot_centres_and_size(sdata, spots, shapes_key) -> tuple[np.ndarray, float]:
+    """``(n, 2)`` x/y centres and the median side/diameter of spots, in their own coordinates.
+
+    Patches that sopa clipped to the tissue and LazySlide tiles keep the square they were cut as (recorded in
+    sopa's ``bboxes`` column and in LazySlide's tile spec), not the centre of the clipped polygon.
+    """
+    spec = sdata.attrs.get(LAZYSLIDE_TILE_SPEC, {}).get(shapes_key)
+    if spec is not None and {"x", "y"} <= set(spots.columns):
+        width, height = spec["base_width"], spec["base_height"]
+        centres = np.column_stack([spots["x"] + width / 2, spots["y"] + height / 2])
+        return centres.astype(float), float(width)
+    if SOPA_BOUNDS in spots.columns:
+        bounds = np.array(spots[SOPA_BOUNDS].to_list(), dtype=float)  # (xmin, ymin, xmax, ymax)
+        centres = (bounds[:, :2] + bounds[:, 2:]) / 2
+        return centres, float(np.median(bounds[:, 2] - bounds[:, 0]))
+    centres = np.column_stack([spots.geometry.centroid.x, spots.geometry.centroid.y])
+    size = 2 * spots["radius"].to_numpy() if "radius" in spots else np.sqrt(spots.geometry.area.to_numpy())
+    return centres, float(np.median(size))
+
+
+def recorded_scale(sdata, table, table_key, shapes_key, spot_size) -> tuple[float | None, str]:
+    """µm per unit of a table's spots, from what the readers and tilers record; ``(None, "")`` when nothing does.
+
+    Visium HD bins are named by their size (``square_008um``); Xenium coordinates are µm; Visium spots are 55 µm
+    circles (a table with ``array_row``/``array_col``); LazySlide records the slide's µm per level-0 pixel, the
+    unit of its tiles.
+    """
+    reader = sdata.attrs.get("spatialdata_io_reader") if sdata is not None else None
+    for name in (shapes_key, table_key):
+        match = HD_BIN.search(str(name))
+        if match:
+            return int(match.group(1)) / spot_size, f"the {int(match.group(1))} µm Visium HD bins"
+    if reader == "xenium":
+        return 1.0, "Xenium's µm coordinates"
+    if reader == "visium" or (reader is None and {"array_row", "array_col"} <= set(table.obs.columns)):
+        return VISIUM_SPOT_UM / spot_size, "the 55 µm Visium spot diameter"
+    slide_mpp = sdata.attrs.get(LAZYSLIDE_PROPERTIES, {}).get("mpp") if sdata is not None else None
+    if shapes_key in sdata.attrs.get(LAZYSLIDE_TILE_SPEC, {}) and slide_mpp:
+        return float(slide_mpp), "the slide's recorded µm per pixel (LazySlide)"
+    return None, ""
+
+
+def _image_microns_per_unit(image, units_per_px: float) -> float | None:
+    """µm per spot unit from the pixel size an image records (sopa/wsidata slide metadata), if any."""
+    attrs = getattr(image, "attrs", {}) or {}
+    mpp = (attrs.get("metadata") or {}).get("mpp", attrs.get("mpp"))
+    return float(mpp) / units_per_px if mpp else None
+
+
+def _spots_to_pixels(sdata, spots, image, shapes_key, image_key) -> np.ndarray:
+    """3x3 matrix from the spots' (x, y) to the finest pixels of the image.
+
+    LazySlide's tiles are in level-0 pixels of the slide whatever transformation the shapes carry.
+    """
+    if shapes_key in sdata.attrs.get(LAZYSLIDE_TILE_SPEC, {}) and hasattr(image, "children"):
+        return np.eye(3)
+    return affine(sdata, spots, image, shapes_key, image_key)
+
+
+def affine(sdata, source, target, source_key, target_key) -> np.ndarray:
+    """3x3 matrix from the intrinsic (x, y) of ``source`` to the pixels of ``target``."""
+    from spatialdata.transformations import get_transformation, get_transformation_between_coordinate_systems
+
+    # Elements sharing several coordinate systems (e.g. "global" and "aligned" after oc.tl.align) have one path
+    # through each, and spatialdata refuses to choose; any shared system gives the same spots → pixels map.
+    shared = [cs for cs in get_transformation(source, get_all=True) if cs in get_transformation(target, get_all=True)]
+    try:
+        transformation = get_transformation_between_coordinate_systems(
+            sdata, source, target, intermediate_coordinate_systems=shared[0] if shared else None
+        )
+    except Exception as err:
+        raise ValueError(
+            f"No transformation between {source_key!r} and image {target_key!r}: put both in one coordinate system."
+        ) from err
+    return transformation.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+
+
+def visium_anndata_geometry(adata: AnnData, image_key: str | None, library_id: str | None) -> SpotGeometry:
+    """The spots of scanpy's Visium layout on one of its images (by default the finest: hires, then lowres)."""
+    check_not_empty(adata)
+    spatial = adata.uns.get("spatial")
+    if not spatial:
+        raise KeyError("AnnData has no `uns['spatial']` (Visium layout); use a SpatialData object instead.")
+    library_id = library_id or only(spatial, "library")
+    if library_id not in spatial:
+        raise KeyError(f"Library {library_id!r} not in `uns['spatial']`: {list(spatial)}.")
+    library = spatial[library_id]
+    images, scalefactors = library.get("images", {}), library["scalefactors"]
+    usable = [key for key in images if f"tissue_{key}_scalef" in scalefactors]
+    if image_key is None:
+        if not usable:
+            raise KeyError(
+                f"No image with a scale factor in `uns['spatial'][{library_id!r}]`: images {list(images)}, scale "
+                f"factors {list(scalefactors)}."
+            )
+        image_key = max(usable, key=lambda key: scalefactors[f"tissue_{key}_scalef"])  # most pixels per spot
+    if image_key not in usable:
+        raise KeyError(
+            f"Image {image_key!r} not in `uns['spatial'][{library_id!r}]['images']` (with its scale factor "
+            f"`tissue_{image_key}_scalef`); images there: {usable}. Pass one as `image_key=`."
+        )
+    if "spatial" not in adata.obsm:
+        raise KeyError("Did not find 'spatial' in `.obsm` (spot centres in full-resolution pixels).")
+    scale = scalefactors[f"tissue_{image_key}_scalef"]
+    spot_px = scalefactors["spot_diameter_fullres"] * scale
+    image = np.asarray(images[image_key])
+    if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[-1] > 4:
+        raise ValueError(
+            f"Image {image_key!r} has shape {image.shape}: that is (c, y, x), but scanpy's layout is (y, x, c). "
+            "Transpose it with `image.transpose(1, 2, 0)`."
+        )
+    if image.ndim != 3 or image.shape[-1] not in (3, 4):
+        raise ValueError(f"Image {image_key!r} must be RGB or RGBA (height, width, 3 or 4), got shape {image.shape}.")
+    if not (image.dtype == np.uint8 or np.issubdtype(image.dtype, np.floating)):
+        raise ValueError(f"Image {image_key!r} must be uint8 or float, got {image.dtype}.")
+    array = image.transpose(2, 0, 1)
+    level = Level(array, VISIUM_SPOT_UM / spot_px, float_scale(array[:, ::4, ::4]))
+    centers_px = np.asarray(adata.obsm["spatial"], dtype=float)[:, ::-1] * scale  # (y, x)
+    full_px_um = VISIUM_SPOT_UM / scalefactors["spot_diameter_fullres"]
+    others = {key: full_px_um / scalefactors[f"tissue_{key}_scalef"] for key in usable if key != image_key}
+    return SpotGeometry([level], centers_px, spot_px, adata.obs_names, None, image_key, others)
