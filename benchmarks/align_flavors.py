@@ -189,7 +189,7 @@ def run_scale_one(flavor: str, n: int) -> dict:
         "peak_rss_gib": _peak_rss_gib(),
         "error_rigid_um": mean_distance(source.obsm["spatial_aligned"], truth),
         "error_nonrigid_um": mean_distance(source.obsm["spatial_aligned_nonrigid"], truth),
-        "iterations": int(source.uns["omiclip"]["align"]["iterations"]),
+        "iterations": int(source.uns["omiclip"]["align"]["spatial_aligned"]["iterations"]),
     }
 
 
