@@ -42,7 +42,7 @@ def omiclip(source: AnnData, target: AnnData, use_rep: str | None, target_rep: s
         warnings.simplefilter("ignore", RuntimeWarning)
         oc.tl.align(moved, target, use_rep=use_rep, target_rep=target_rep, progress=False, **kwargs)
     coords = {"rigid": moved.obsm["spatial_aligned"], "nonrigid": moved.obsm["spatial_aligned_nonrigid"]}
-    return coords, bool(moved.uns["omiclip"]["align"]["converged"])
+    return coords, bool(moved.uns["omiclip"]["align"]["spatial_aligned"]["converged"])
 
 
 def paste(source: AnnData, target: AnnData, *, norm: bool = False, seed: int = 0) -> np.ndarray:

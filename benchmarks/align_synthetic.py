@@ -56,15 +56,21 @@ def fine_tune(args):
     )
 
 
-def evaluate_pair(seed: int, level: str, target, model, args) -> tuple[dict, dict, dict]:
+def source_section(seed: int, level: str, size_um: float, um_per_px: float, image: bool = True):
+    """Section 1 of tissue ``seed`` at a noise level, and the mask of its spots that stayed on the slide."""
     sdata = oc.datasets.synthetic_tissue(
-        section=1, seed=seed, size_um=args.size_um, um_per_px=args.um_per_px, **LEVELS[level]
+        section=1, seed=seed, size_um=size_um, um_per_px=um_per_px, image=image, **LEVELS[level]
     )
     # position noise can carry a spot off the simulated slide (and its image): such a spot was not captured
     table = sdata.tables["table"]
-    on_slide = ((table.obsm["spatial"] >= 0) & (table.obsm["spatial"] <= args.size_um)).all(axis=1)
+    on_slide = ((table.obsm["spatial"] >= 0) & (table.obsm["spatial"] <= size_um)).all(axis=1)
     if not on_slide.all():
         sdata.tables["table"] = table[on_slide].copy()
+    return sdata, on_slide
+
+
+def evaluate_pair(seed: int, level: str, target, model, args) -> tuple[dict, dict, dict]:
+    sdata, on_slide = source_section(seed, level, args.size_um, args.um_per_px)
     oc.pp.gene_sentences(sdata)
     for modality in ("text", "image"):
         oc.tl.embed(sdata, modality=modality, model=model, progress=False)

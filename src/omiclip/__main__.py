@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
         help="move the source embedding's mean onto the target's (recommended for H&E→ST; official: off)",
     )
     align.add_argument("--mode", choices=["rigid", "nonrigid"], default="rigid")
+    align.add_argument(
+        "--flavor", choices=["loki", "omiclip"], default="loki", help="official algorithm or omiclip's, more accurate"
+    )
     align.add_argument("--key-added", default=ALIGNED_KEY)
     align.add_argument(
         "--max-points", type=int, help="EM on random subsets of at most this many points (default: all, official)"
@@ -224,6 +227,7 @@ def _align(args) -> int:
         target_rep=args.target_rep,
         center=args.center,
         mode=args.mode,
+        flavor=args.flavor,
         key_added=args.key_added,
         max_points=args.max_points,
         microns_per_unit=args.microns_per_unit,

@@ -244,24 +244,30 @@ def _initial_sigma2(source: np.ndarray, target: np.ndarray) -> float:
     return float(total / (d * m * n))
 
 
-def _expectation(X: torch.Tensor, TY: torch.Tensor, sigma2: float, w: float, block_size: int):
+def _expectation(X: torch.Tensor, TY: torch.Tensor, sigma2, w: float, block_size: int):
     """P1 = P·1, Pt1 = Pᵀ·1 and PX = P·X of the posterior P (M × N), one block of targets at a time.
 
     P's columns are the kernel's columns divided by their sums, so ``P·[X, 1]`` for a block is the kernel times
-    ``[x, 1]`` divided row-wise by those sums: one matmul, and the normalised P is never formed.
+    ``[x, 1]`` divided row-wise by those sums: one matmul, and the normalised P is never formed. ``sigma2`` is one
+    variance (CPD's isotropic Gaussians) or one per dimension (axis-aligned Gaussians).
     """
     m, d = TY.shape
     n = X.shape[0]
-    c = (2 * np.pi * sigma2) ** (d / 2) * w / (1 - w) * m / n if w > 0 else 0.0
+    variances = np.broadcast_to(np.asarray(sigma2, dtype=np.float64), (d,))
+    c = np.prod(2 * np.pi * variances) ** 0.5 * w / (1 - w) * m / n if w > 0 else 0.0
+    if variances.min() == variances.max():
+        precision = torch.tensor(1.0 / variances[0], dtype=X.dtype, device=X.device)
+    else:
+        precision = torch.as_tensor(1.0 / variances, dtype=X.dtype, device=X.device)
     min_exponent = _MIN_EXPONENT[X.dtype]
-    # -|x - ty|²/2σ² = [ty, -|ty|²/2σ², 1] · [x/σ², 1, -|x|²/2σ²]: one matmul writes the exponents of a block
-    source_side = torch.cat([TY, (TY * TY).sum(1, keepdim=True) * (-0.5 / sigma2), torch.ones_like(TY[:, :1])], 1)
+    # -Σ(x - ty)²/2σ² = [ty, -Σty²/2σ², 1] · [x/σ², 1, -Σx²/2σ²]: one matmul writes the exponents of a block
+    source_side = torch.cat([TY, (TY * TY * precision).sum(1, keepdim=True) * -0.5, torch.ones_like(TY[:, :1])], 1)
     accumulated = torch.zeros(m, d + 1, dtype=X.dtype, device=X.device)  # [PX, P1]
     Pt1 = torch.empty(n, dtype=X.dtype, device=X.device)
     for start in range(0, n, block_size):
         x = X[start : start + block_size]
         target_side = torch.cat(
-            [x / sigma2, torch.ones_like(x[:, :1]), (x * x).sum(1, keepdim=True) * (-0.5 / sigma2)], 1
+            [x * precision, torch.ones_like(x[:, :1]), (x * x * precision).sum(1, keepdim=True) * -0.5], 1
         )
         # clamped above (cancellation) and below (subnormal results are ~20× slower on x86), see _MIN_EXPONENT
         kernel = torch.mm(source_side, target_side.T).clamp_(min_exponent, 0.0).exp_()

@@ -10,6 +10,7 @@ from anndata import AnnData
 
 from omiclip import _logging as logg
 from omiclip._anndata import get_coordinates, get_table, is_spatialdata, reference_pair, working_copy
+from omiclip._core import align_omiclip
 from omiclip._core.cpd import apply_affine
 from omiclip._core.registration import Alignment, Scaling, align_points, chain
 from omiclip._docs import doc_params
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
 
 Mode = Literal["rigid", "nonrigid"]
 MODES = ("rigid", "nonrigid")
+Flavor = Literal["loki", "omiclip"]
+# outlier weight of each flavour when `w` is not given: the official 0, and omiclip's (spots missing on one side)
+_FLAVOR_W = {"loki": 0.0, "omiclip": 0.1}
+# the source's robust extent over the target's beyond which the omiclip flavour warns about units
+_EXTENT_RATIO_WARN = 1.5
 
 
 @doc_params
@@ -34,12 +40,13 @@ def align(
     spatial_key: str = SPATIAL_KEY,
     key_added: str = ALIGNED_KEY,
     mode: Mode = "rigid",
+    flavor: Flavor = "loki",
     n_pcs: int = 2,
     scaling: Scaling = "each",
     center: bool = False,
     alpha: float = 0.5,
     beta: float = 2.0,
-    w: float = 0.0,
+    w: float | None = None,
     n_eig: int = 100,
     n_landmarks: int | None = None,
     max_points: int | None = None,
@@ -100,6 +107,12 @@ def align(
         to ``{key_added}_nonrigid``.
     mode
         ``"rigid"`` (official output) or ``"nonrigid"``.
+    flavor
+        ``"loki"``: the official algorithm. ``"omiclip"``: more accurate (:mod:`omiclip._core.align_omiclip`; measured
+        in ``benchmarks/align_flavors.py``): both sections in the target's units with one robust length unit
+        (``scaling`` is not used; the sections must be in the same units, or both tables must have
+        ``uns["microns_per_unit"]``), a σ² of its own for the coordinates and for each PC, an outlier weight ``w``
+        (default 0.1), and a rigid CPD before the non-rigid one. Same solver options, outputs and keys.
     n_pcs
         Embedding principal components added to the coordinates (official: 2).
     scaling
@@ -116,7 +129,8 @@ def align(
     beta
         Width of the motion kernel in unit-scaled coordinates (official 2).
     w
-        Weight of the uniform outlier component, in [0, 1) (official 0).
+        Weight of the uniform outlier component, in [0, 1); default: the flavour's (``"loki"``: 0, the official
+        value; ``"omiclip"``: 0.1).
     n_eig
         Rank of the low-rank motion kernel (official 100).
     n_landmarks
@@ -183,6 +197,7 @@ def align(
         use_rep=use_rep,
         target_rep=target_rep,
         spatial_key=spatial_key,
+        flavor=flavor,
         n_pcs=n_pcs,
         scaling=scaling,
         center=center,
@@ -325,12 +340,13 @@ def _align_tables(
     use_rep: str | None,
     target_rep: str | None,
     spatial_key: str,
+    flavor: Flavor,
     n_pcs: int,
     scaling: Scaling,
     center: bool,
     alpha: float,
     beta: float,
-    w: float,
+    w: float | None,
     n_eig: int,
     n_landmarks: int | None,
     max_points: int | None,
@@ -356,6 +372,8 @@ def _align_tables(
     if target_emb is not None:
         check_int("n_pcs", n_pcs, min=1, max=min(target_emb.shape))
     check_choice("scaling", scaling, ("shared", "each"))
+    check_choice("flavor", flavor, ("loki", "omiclip"))
+    w = _FLAVOR_W[flavor] if w is None else w
     check_number("w", w, min=0, max=1, max_inclusive=False)
     check_optional_int("max_iter", max_iter, min=1)
     check_int("refine_iter", refine_iter, min=0)
@@ -375,31 +393,32 @@ def _align_tables(
         solver = _scalable_solver(source.n_obs, solver)
 
     start = logg.info(f"aligning {source.n_obs} source spots onto {target.n_obs} target spots")
-    result = align_points(
-        source_xy,
-        target_xy,
-        source_emb,
-        target_emb,
-        source_scale=source_scale,
-        n_pcs=n_pcs,
-        scaling=scaling,
-        center=center,
-        seed=seed,
-        alpha=alpha,
-        beta=beta,
-        w=w,
-        n_eig=n_eig,
-        refine_iter=refine_iter,
-        device=resolve_device(device),
-        progress=progress,
+    options = {
+        "source_scale": source_scale,
+        "n_pcs": n_pcs,
+        "center": center,
+        "seed": seed,
+        "alpha": alpha,
+        "beta": beta,
+        "w": w,
+        "n_eig": n_eig,
+        "refine_iter": refine_iter,
+        "device": resolve_device(device),
+        "progress": progress,
         **solver,
-    )
+    }
+    if flavor == "omiclip":
+        result, extent_ratio = align_omiclip.align_points(source_xy, target_xy, source_emb, target_emb, **options)
+        _warn_if_extents_differ(extent_ratio)
+    else:
+        result = align_points(source_xy, target_xy, source_emb, target_emb, scaling=scaling, **options)
     _warn_if_not_converged(result, solver["max_iter"])
     params = {
         "use_rep": use_rep,
         "target_rep": target_rep,
+        "flavor": flavor,
         "n_pcs": n_pcs,
-        "scaling": scaling,
+        "scaling": scaling if flavor == "loki" else "target units, robust extent",
         "center": center,
         "alpha": alpha,
         "beta": beta,
@@ -502,6 +521,17 @@ def _warn_if_not_converged(result: Alignment, max_iter: int | None) -> None:
             "unfinished. Raise `max_iter` or loosen `tol`.",
             RuntimeWarning,
             stacklevel=3,
+        )
+
+
+def _warn_if_extents_differ(ratio: float) -> None:
+    if not 1 / _EXTENT_RATIO_WARN <= ratio <= _EXTENT_RATIO_WARN:
+        warnings.warn(
+            f"The source's extent is {ratio:.2f}× the target's, and flavor='omiclip' keeps both sections' sizes: are "
+            "they in the same units? Give both tables `uns['microns_per_unit']`, or use flavor='loki', which scales "
+            "each section on its own.",
+            RuntimeWarning,
+            stacklevel=4,
         )
 
 
