@@ -74,7 +74,7 @@ class TestValidators:
         assert check_int("k", 5, min=1, max=5) == 5
         with pytest.raises(ValueError, match=r"`k` must be an integer in \[1, 5\], got 6"):
             check_int("k", 6, min=1, max=5)
-        with pytest.raises(ValueError, match=r"`r` must be a non-negative integer, got -1"):
+        with pytest.raises(ValueError, match=r"`r` must be an integer >= 0, got -1"):
             check_int("r", -1, min=0)
         assert check_optional_int("m", None, min=3) is None
         with pytest.raises(ValueError, match=r"`m` must be an integer >= 3, got 2"):

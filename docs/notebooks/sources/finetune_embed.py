@@ -49,7 +49,7 @@ print(train)
 
 # %%
 table = train.tables["table"]
-record = table.uns["omiclip"]["gene_sentences"]
+record = table.uns["omiclip"]["gene_sentences"]["gene_sentence"]
 print(table.obs["gene_sentence"].iloc[0][:200], "...")
 print("genes per sentence (median):", np.median(record["n_genes_kept"]))
 print("genes that fit the 76-token context (median):", np.median(record["n_genes_in_context"]))
