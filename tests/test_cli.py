@@ -49,10 +49,16 @@ def test_align_moves_the_source_store(section, store, tmp_path):
     assert main(["align", store, str(target), "--center"]) == 0
     moved = sd.read_zarr(store)
     assert moved.tables["table"].obsm["spatial_aligned"].shape == (moved.tables["table"].n_obs, 2)
-    assert moved.tables["table"].uns["omiclip"]["align"]["spatial_aligned"][
-        "center"
-    ]  # the default for one representation is False
-    assert "aligned" in sd.transformations.get_transformation(moved.shapes["spots"], get_all=True)
+    record = moved.tables["table"].uns["omiclip"]["align"]["spatial_aligned"]
+    assert record["center"]  # the default for one representation is False
+    # the image moves with its spots, as with the Python API: both by the recorded matrix
+    matrix = record["matrix"]
+    for element in (moved.images["he"], moved.shapes["spots"]):
+        systems = sd.transformations.get_transformation(element, get_all=True)
+        to_aligned, to_global = (
+            systems[name].to_affine_matrix(("x", "y"), ("x", "y")) for name in ("aligned", "global")
+        )
+        np.testing.assert_allclose(to_aligned @ np.linalg.inv(to_global), matrix, atol=1e-9)
     assert "spatial_aligned" not in sd.read_zarr(target).tables["table"].obsm  # the target is read only
 
 

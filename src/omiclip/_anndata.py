@@ -88,6 +88,16 @@ def check_not_empty(adata: AnnData, name: str = "the data") -> None:
         raise ValueError(f"{name[0].upper()}{name[1:]} has no observations (n_obs == 0).")
 
 
+def get_expression(adata: AnnData, layer: str | None = None, *, name: str = "the data"):
+    """The expression matrix ``X`` or ``layers[layer]``, with the errors that say what to pass."""
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(f"Layer {layer!r} not found in {name}; available layers: {list(adata.layers)}.")
+    matrix = adata.X if layer is None else adata.layers[layer]
+    if matrix is None:
+        raise ValueError(f"{name[0].upper()}{name[1:]} has no expression matrix (`.X` is None); pass `layer=`.")
+    return matrix
+
+
 def get_rep(adata: AnnData, use_rep: str, *, made_by: str = "oc.tl.embed") -> np.ndarray:
     """An embedding from ``.obsm`` as float32, with the errors that say what to do."""
     if use_rep not in adata.obsm:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from omiclip._validate import check_int
+
 
 def run_demo(out: str | Path = "omiclip_demo", *, size_um: float = 3000.0, epochs: int = 10, seed: int = 0) -> dict:
     """Simulate two serial sections, fine-tune omiclip-tiny on the first, embed both, evaluate on the second.
@@ -19,8 +21,7 @@ def run_demo(out: str | Path = "omiclip_demo", *, size_um: float = 3000.0, epoch
     from omiclip.io._paths import check_writable
 
     out = check_writable(out, folder=True)
-    if epochs < 1:
-        raise ValueError(f"`epochs` must be >= 1, got {epochs}.")
+    check_int("epochs", epochs, min=1)
     timings = {}
     tic = time.perf_counter()
     # simulating checks size_um and seed: the output folder is made only once they are known to be good

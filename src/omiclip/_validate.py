@@ -59,8 +59,6 @@ def _in_range(value, low, high, low_inclusive: bool = True, high_inclusive: bool
 def _integer(low, high) -> str:
     if high is None and low == 1:
         return "a positive integer"
-    if high is None and low == 0:
-        return "a non-negative integer"
     return f"an integer{_bounds(low, high, True, True)}"
 
 

@@ -107,7 +107,7 @@ for label, kwargs in runs.items():
 # %%
 result = aligned["ST to ST (X_omiclip_text)"]
 print("obsm:", [k for k in result.obsm if k.startswith("spatial_aligned")])
-step = result.uns["omiclip"]["align"]
+step = result.uns["omiclip"]["align"]["spatial_aligned"]
 print({k: step[k] for k in ("use_rep", "target_rep", "mode", "iterations", "converged")})
 print("source -> target:\n", np.round(step["matrix"], 3))
 

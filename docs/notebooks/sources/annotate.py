@@ -91,7 +91,7 @@ print(
     "written:",
     "obs['omiclip_annotation'],",
     "obsm['omiclip_annotation_scores'],",
-    list(table.uns["omiclip"]["annotate"]),
+    list(table.uns["omiclip"]["annotate"]["omiclip_annotation"]),
 )
 
 # %% [markdown]

@@ -76,7 +76,7 @@ print(predicted)
 
 # %% [markdown]
 # `oc.tl.predex` returns an AnnData of predictions (query observations × genes) with its parameters in
-# `uns["omiclip"]["predex"]`; with `key_added` the query table also gets them as a DataFrame in `.obsm`. It also
+# `uns["omiclip"]["predex"]["omiclip_predex"]`; with `key_added` the query table also gets them as a DataFrame in `.obsm`. It also
 # warned that some tiles' weights sum to ≤ 0: more on that below. Options:
 # `k=` (only the k most similar reference spots), `weighting="softmax"` with a `temperature`, `clip_negative=True`.
 #

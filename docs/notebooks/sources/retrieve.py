@@ -60,7 +60,7 @@ q, b = query.tables["table"], bank.tables["table"]
 print("obsm['omiclip_retrieved']:", q.obsm["omiclip_retrieved"].shape, q.obsm["omiclip_retrieved"].dtype)
 print(
     "best matches of the first query:",
-    q.uns["omiclip"]["retrieve"]["reference_obs_names"][q.obsm["omiclip_retrieved"][0, :5]],
+    q.uns["omiclip"]["retrieve"]["omiclip_retrieved"]["reference_obs_names"][q.obsm["omiclip_retrieved"][0, :5]],
 )
 print("their similarities:", np.round(q.obsm["omiclip_retrieved_scores"][0, :5], 3))
 

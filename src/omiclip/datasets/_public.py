@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-from numbers import Integral, Real
-
-import numpy as np
 from anndata import AnnData
+
+from omiclip._validate import check_int, check_number
 
 from ._spatialdata import build_sdata
 from ._synthetic import SPOT_DIAMETER_UM, SectionParams, simulate_reference, simulate_section
@@ -73,10 +72,13 @@ def synthetic_tissue(
         ``obsm["true_spatial"]`` (where each spot lies in section 0's coordinates: the alignment ground
         truth) and ``uns["synthetic"]`` (all parameters, including the warp).
     """
-    _check_integer(section=section, seed=seed)
+    check_int("section", section, min=0)
+    check_int("seed", seed, min=0)
     _check_tissue(size_um, n_domains)
-    _check_number(um_per_px=um_per_px, dispersion=dispersion)
-    _check_number(deformation=deformation, position_noise_um=position_noise_um, zero=True)
+    check_number("um_per_px", um_per_px, min=0, min_inclusive=False)
+    check_number("dispersion", dispersion, min=0, min_inclusive=False)
+    check_number("deformation", deformation, min=0)
+    check_number("position_noise_um", position_noise_um, min=0)
     params = SectionParams(
         seed=seed,
         section=section,
@@ -124,31 +126,13 @@ def synthetic_reference(
     -------
     AnnData (cells × genes, sparse counts) with ``obs["cell_type"]`` (categorical).
     """
-    _check_integer(seed=seed)
-    _check_integer(n_cells=n_cells, minimum=1)
+    check_int("seed", seed, min=0)
+    check_int("n_cells", n_cells, min=1)
     _check_tissue(size_um, n_domains)
-    _check_number(dispersion=dispersion)
+    check_number("dispersion", dispersion, min=0, min_inclusive=False)
     return simulate_reference(seed, float(size_um), n_domains, n_cells, float(dispersion))
 
 
-def _check_integer(minimum: int = 0, maximum: int | None = None, **values) -> None:
-    for name, value in values.items():
-        integer = isinstance(value, Integral) and not isinstance(value, bool)
-        if not integer or value < minimum or (maximum is not None and value > maximum):
-            bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-            raise ValueError(f"`{name}` must be an integer {bounds}, got {value!r}.")
-
-
-def _check_number(zero: bool = False, **values) -> None:
-    """Finite numbers, > 0 (or >= 0 with ``zero``): NaN would otherwise surface deep inside numpy."""
-    for name, value in values.items():
-        ok = isinstance(value, Real) and not isinstance(value, bool) and np.isfinite(value)
-        if not ok or value < 0 or (value == 0 and not zero):
-            raise ValueError(f"`{name}` must be a finite number {'>=' if zero else '>'} 0, got {value!r}.")
-
-
 def _check_tissue(size_um, n_domains) -> None:
-    _check_number(size_um=size_um)
-    if size_um < _MIN_SIZE_UM:
-        raise ValueError(f"`size_um` must be at least {_MIN_SIZE_UM:g} µm, got {size_um!r}.")
-    _check_integer(n_domains=n_domains, minimum=2, maximum=len(DOMAINS))
+    check_number("size_um", size_um, min=_MIN_SIZE_UM)
+    check_int("n_domains", n_domains, min=2, max=len(DOMAINS))

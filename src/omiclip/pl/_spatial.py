@@ -12,7 +12,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from omiclip._anndata import check_not_empty, check_obs_key, get_table, restore_names
+from omiclip._anndata import check_not_empty, check_obs_key, get_expression, get_table, restore_names
 from omiclip._docs import doc_params
 from omiclip._keys import ANNOTATION_KEY, PROPORTIONS_KEY, SPATIAL_KEY, colors_key, scores_key
 from omiclip.metrics import pearson
@@ -289,10 +289,5 @@ def _prediction(table: AnnData, predicted: AnnData | str) -> pd.DataFrame:
 
 
 def _expression(table: AnnData, genes: list[str], layer: str | None) -> np.ndarray:
-    if layer is not None and layer not in table.layers:
-        raise KeyError(f"Layer {layer!r} not found; available: {list(table.layers)}.")
-    matrix = table.X if layer is None else table.layers[layer]
-    if matrix is None:
-        raise ValueError("The data has no measured expression (`.X` is empty); pass `layer=`.")
-    selected = matrix[:, table.var_names.get_indexer(genes)]
+    selected = get_expression(table, layer)[:, table.var_names.get_indexer(genes)]
     return np.asarray(selected.toarray() if sparse.issparse(selected) else selected, dtype=np.float64)

@@ -11,7 +11,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from omiclip import _logging as logg
-from omiclip._anndata import check_not_empty, get_table, working_copy
+from omiclip._anndata import check_not_empty, get_expression, get_table, working_copy
 from omiclip._core.sentences import (
     genes_within_budget,
     join_sentences,
@@ -224,11 +224,7 @@ def _report(n_expressed, n_in_context, n_ties_in_context, n_tie_ordered, *, n_ge
 
 
 def _expression(adata: AnnData, layer: str | None):
-    if layer is not None and layer not in adata.layers:
-        raise KeyError(f"Layer {layer!r} not found; available layers: {list(adata.layers)}.")
-    matrix = adata.X if layer is None else adata.layers[layer]
-    if matrix is None:
-        raise ValueError("`.X` is empty; pass `layer=` with the expression to rank.")
+    matrix = get_expression(adata, layer)
     values = matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
     if not np.issubdtype(values.dtype, np.number):
         raise ValueError(f"Expression must be numeric, got dtype {values.dtype}.")

@@ -8,9 +8,17 @@ from anndata import AnnData
 from scipy import sparse
 
 from omiclip import _logging as logg
-from omiclip._anndata import check_not_empty, get_coordinates, get_table, is_spatialdata, own_elements
+from omiclip._anndata import (
+    check_not_empty,
+    get_coordinates,
+    get_expression,
+    get_table,
+    is_spatialdata,
+    own_elements,
+)
 from omiclip._core.pseudo_spots import assign, hex_centres, membership
 from omiclip._keys import MICRONS_PER_UNIT_KEY, PSEUDO_SPOTS_KEY, SPATIAL_KEY, record, table_of_shapes
+from omiclip._validate import check_number
 from omiclip.pp._spot_geometry import table_scale
 
 if TYPE_CHECKING:
@@ -87,11 +95,9 @@ def pseudo_spots(
             "The physical scale is unknown: pass `microns_per_unit=` (µm per unit of the coordinates; 1 for "
             "Xenium µm coordinates) or set `.uns['microns_per_unit']`."
         )
-    if not 0 < spot_diameter_um <= spacing_um or not np.isfinite(um) or um <= 0:
-        raise ValueError(
-            f"Need 0 < spot_diameter_um <= spacing_um and microns_per_unit > 0; got {spot_diameter_um}, "
-            f"{spacing_um}, {um}."
-        )
+    check_number("microns_per_unit", um, min=0, min_inclusive=False)
+    check_number("spot_diameter_um", spot_diameter_um, min=0, min_inclusive=False)
+    check_number("spacing_um", spacing_um, min=spot_diameter_um)
     counts = _expression(table, layer)
     if groupby is not None:
         if groupby not in table.obs:
@@ -137,12 +143,7 @@ def pseudo_spots(
 
 
 def _expression(table: AnnData, layer: str | None):
-    if layer is not None and layer not in table.layers:
-        raise KeyError(f"Layer {layer!r} not found; available: {list(table.layers)}.")
-    matrix = table.X if layer is None else table.layers[layer]
-    if matrix is None:
-        raise ValueError("The data has no expression matrix (`.X` is None); pass `layer=`.")
-    counts = sparse.csr_matrix(matrix, dtype=np.float32)
+    counts = sparse.csr_matrix(get_expression(table, layer), dtype=np.float32)
     # pseudo-spots sum counts, as a spot captures the RNA of the cells under it: NaN or scaled values cannot be summed
     if not np.isfinite(counts.data).all():
         raise ValueError("Expression contains NaN or inf; fill or remove those values first.")

@@ -263,7 +263,8 @@ def align_stack(
     spatial_key
         Coordinates in ``.obsm``.
     **kwargs
-        Passed to :func:`align` (``use_rep``, ``alpha``, ``max_points``, ``table_key``, …).
+        Options of :func:`align` (``use_rep``, ``alpha``, ``max_points``, ``table_key``, ``coordinate_system``, …;
+        not ``target_table_key``: every section's table is ``table_key``).
 
     Returns
     -------
@@ -277,9 +278,9 @@ def align_stack(
     check_choice("mode", mode, MODES)
     if "copy" in kwargs:
         raise TypeError("`align_stack` writes into the sections; copy them first if needed.")
-    unknown = sorted(set(kwargs) - set(_ALIGN_OPTIONS))
+    unknown = sorted(set(kwargs) - {*_TABLE_OPTIONS, *_STACK_OPTIONS})
     if unknown:
-        raise TypeError(f"`align_stack` got options that `align` does not have: {unknown}.")
+        raise TypeError(f"`align_stack` got options it does not take: {unknown}.")
     options = {**_ALIGN_OPTIONS, **kwargs}
     tables = [get_table(section, options["table_key"]) for section in sections]
     outputs = [key_added] + ([stack_key(key_added)] if z_spacing is not None else [])
@@ -443,10 +444,11 @@ _ALIGN_OPTIONS = {
     for name, parameter in inspect.signature(align).parameters.items()
     if parameter.kind is parameter.KEYWORD_ONLY
 }
-# those that _align_tables computes with; the others concern writing (keys, SpatialData coordinate systems)
+# those that _align_tables computes with (align_stack takes spatial_key itself), and those align_stack applies
 _TABLE_OPTIONS = [
     name for name in inspect.signature(_align_tables).parameters if name in _ALIGN_OPTIONS and name != "spatial_key"
 ]
+_STACK_OPTIONS = ("table_key", "coordinate_system", "new_coordinate_system")
 
 
 def _coordinates(table: AnnData, spatial_key: str, which: str) -> np.ndarray:

@@ -10,7 +10,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from omiclip import _logging as logg
-from omiclip._anndata import obsm_frame, reference_pair
+from omiclip._anndata import get_expression, obsm_frame, reference_pair
 from omiclip._core.similarity import Weighting, weighted_average
 from omiclip._docs import doc_params
 from omiclip._keys import PREDICTED_KEY, claim, record
@@ -148,10 +148,8 @@ def _warn_if_weights_not_positive(weight_sums: np.ndarray) -> None:
 
 
 def _reference_expression(reference: AnnData, genes, n_top_genes: int, layer: str | None):
-    if layer is not None and layer not in reference.layers:
-        raise KeyError(f"Layer {layer!r} not found in the reference; available: {list(reference.layers)}.")
-    matrix = reference.X if layer is None else reference.layers[layer]
-    if matrix is None or reference.n_vars == 0:
+    matrix = get_expression(reference, layer, name="the reference")
+    if reference.n_vars == 0:
         raise ValueError("The reference has no expression to predict from.")
     if not reference.var_names.is_unique:
         raise ValueError("The reference's var_names are not unique; run `reference.var_names_make_unique()` first.")
