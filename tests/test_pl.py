@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from anndata import AnnData
+from matplotlib.colors import to_rgb
 
 import omiclip as oc
 from omiclip._anndata import working_copy
@@ -38,6 +39,10 @@ def _patches(ax):
     return collection, (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2
 
 
+def ax_has_no_image(ax) -> bool:
+    return len(ax.images) == 0
+
+
 def _image_to_data(image, ax):
     """The affine from an AxesImage's own coordinates to the axes' data coordinates."""
     return image.get_transform() - ax.transData
@@ -63,7 +68,7 @@ def test_embedding_rgb_draws_every_observation(tmp_path):
     adata = AnnData(obs=pd.DataFrame(index=[f"s{i}" for i in range(30)]))
     adata.obsm["X_omiclip_image"] = rng.normal(size=(30, 8)).astype(np.float32)
     adata.obsm["spatial"] = rng.uniform(0, 100, size=(30, 2))
-    ax = oc.pl.embedding_rgb(adata, save=tmp_path / "rgb.png")
+    ax = oc.pl.embedding_rgb(adata, save=tmp_path / "rgb.png", show=False)
     points = ax.collections[0]
     np.testing.assert_allclose(points.get_offsets(), adata.obsm["spatial"])
     np.testing.assert_allclose(
@@ -71,7 +76,7 @@ def test_embedding_rgb_draws_every_observation(tmp_path):
     )
     assert (tmp_path / "rgb.png").stat().st_size > 1000
     with pytest.raises(KeyError, match="Run `oc.tl.embed` first"):
-        oc.pl.embedding_rgb(adata, use_rep="X_omiclip_text")
+        oc.pl.embedding_rgb(adata, use_rep="X_omiclip_text", show=False)
 
 
 class TestAnnotation:
@@ -82,7 +87,7 @@ class TestAnnotation:
         oc.tl.annotate(section, references)
         scores = table.obsm["omiclip_annotation_scores"]
 
-        axes = oc.pl.annotation(section, image_key="he", save=tmp_path / "annotation.png")
+        axes = oc.pl.annotation(section, image_key="he", save=tmp_path / "annotation.png", show=False)
 
         assert [ax.get_title() for ax in axes] == ["tumour", "stroma", "immune", "omiclip_annotation"]
         assert (tmp_path / "annotation.png").stat().st_size > 10_000
@@ -110,7 +115,7 @@ class TestAnnotation:
             {"a": np.arange(grid.n_obs, dtype=float)}, index=grid.obs_names
         )
         grid.obs["omiclip_annotation"] = pd.Categorical(["a"] * grid.n_obs)
-        (ax,) = oc.pl.annotation(section, table_key="he_grid_table", image_key="he", labels=False)
+        (ax,) = oc.pl.annotation(section, table_key="he_grid_table", image_key="he", labels=False, show=False)
         collection, centres, half = _patches(ax)
         assert {len(path.vertices) for path in collection.get_paths()} == {5}  # closed rectangles, not circles
         np.testing.assert_allclose(centres, grid.obsm["spatial"], atol=1e-6)
@@ -118,7 +123,7 @@ class TestAnnotation:
 
     def test_missing_annotation_says_what_to_run(self, section):
         with pytest.raises(KeyError, match="Run `oc.tl.annotate` first"):
-            oc.pl.annotation(section)
+            oc.pl.annotation(section, show=False)
 
 
 def test_proportions_beside_the_truth(section):
@@ -129,7 +134,7 @@ def test_proportions_beside_the_truth(section):
     table.obsm["omiclip_proportions"] = estimate.div(estimate.sum(axis=1), axis=0)
     shown = list(truth.columns[:2])
 
-    axes = oc.pl.proportions(section, cell_types=shown, truth_key="true_proportions")
+    axes = oc.pl.proportions(section, color=shown, truth_key="true_proportions", image_key=None, show=False)
 
     assert len(axes) == 4
     for i, cell_type in enumerate(shown):
@@ -143,11 +148,13 @@ def test_proportions_beside_the_truth(section):
         high = max(table.obsm["omiclip_proportions"][cell_type].max(), truth[cell_type].max())
         for collection in (predicted, true):  # estimate and truth share one scale
             assert (collection.norm.vmin, collection.norm.vmax) == (0.0, high)
-        np.testing.assert_allclose(half, 50, atol=1e-6)  # no image: spots fill their 100 µm pitch
+        # no image: the 55 µm circles at their size (radius of the shapes), not filling their 100 µm pitch
+        np.testing.assert_allclose(half, 27.5, atol=1e-6)
+        assert ax_has_no_image(predicted_ax)
     with pytest.raises(KeyError, match="Run `oc.tl.decompose` first"):
-        oc.pl.proportions(section, key="absent")
+        oc.pl.proportions(section, key="absent", show=False)
     with pytest.raises(KeyError, match="Unknown cell types"):
-        oc.pl.proportions(section, cell_types=["neuron"])
+        oc.pl.proportions(section, color=["neuron"], show=False)
 
 
 def test_visium_anndata_image_is_placed_by_its_scale_factor(section):
@@ -159,7 +166,7 @@ def test_visium_anndata_image_is_placed_by_its_scale_factor(section):
     scalefactors = {"tissue_hires_scalef": 0.5, "spot_diameter_fullres": 55.0}
     adata.uns["spatial"] = {"slide": {"images": {"hires": image}, "scalefactors": scalefactors}}
 
-    (ax,) = oc.pl.proportions(adata, cell_types="tumor", image_key="hires")
+    (ax,) = oc.pl.proportions(adata, color="tumor", image_key="hires", show=False)
 
     (drawn,) = ax.images
     np.testing.assert_allclose(
@@ -178,7 +185,7 @@ def test_predex_pairs_measured_with_predicted(section):
     noisy = measured + np.random.default_rng(0).normal(scale=3.0, size=measured.shape)
     predicted = AnnData(noisy, obs=pd.DataFrame(index=table.obs_names[rows]), var=pd.DataFrame(index=genes))
 
-    axes = oc.pl.predex(section, predicted)
+    axes = oc.pl.predex(section, predicted, show=False)
 
     assert len(axes) == 4
     for i, gene in enumerate(genes):
@@ -191,16 +198,19 @@ def test_predex_pairs_measured_with_predicted(section):
             np.testing.assert_allclose(collection.get_array(), values)
 
     table.obsm["predicted"] = pd.DataFrame({genes[0]: np.arange(table.n_obs, dtype=float)}, index=table.obs_names)
-    (_, ax) = oc.pl.predex(section, "predicted", genes=genes[0])
+    (_, ax) = oc.pl.predex(section, "predicted", color=genes[0], show=False)
     assert ax.get_title().startswith(f"{genes[0]} predicted (PCC ")
     with pytest.raises(KeyError, match="not measured"):
         oc.pl.predex(
             section,
             AnnData(np.ones((2, 1)), obs=pd.DataFrame(index=table.obs_names[:2]), var=pd.DataFrame(index=["GFP"])),
+            show=False,
         )
     with pytest.raises(KeyError, match="not in the data"):
         oc.pl.predex(
-            section, AnnData(np.ones((1, 1)), obs=pd.DataFrame(index=["elsewhere"]), var=pd.DataFrame(index=genes[:1]))
+            section,
+            AnnData(np.ones((1, 1)), obs=pd.DataFrame(index=["elsewhere"]), var=pd.DataFrame(index=genes[:1])),
+            show=False,
         )
 
 
@@ -210,7 +220,7 @@ class TestAlignment:
         source = _spots(30, seed=1)
         source.obsm["spatial_aligned"] = _rigid(source.obsm["spatial"], 30, (50, -20))
 
-        before, after = oc.pl.alignment(source, target, save=tmp_path / "align.png")
+        before, after = oc.pl.alignment(source, target, save=tmp_path / "align.png", show=False)
 
         colours = oc.pl.pcs_as_rgb(np.vstack([source.obsm["X_omiclip_text"], target.obsm["X_omiclip_text"]]))
         for ax, source_xy in ((before, source.obsm["spatial"]), (after, source.obsm["spatial_aligned"])):
@@ -222,11 +232,11 @@ class TestAlignment:
             assert [t.get_text() for t in ax.get_legend().get_texts()] == ["target", "source"]
         assert (before.get_title(), after.get_title()) == ("before alignment", "after alignment")
         _, given = plt.subplots(1, 2)
-        assert oc.pl.alignment(source, target, ax=given) == list(given)
+        assert oc.pl.alignment(source, target, ax=given, show=False) == list(given)
         with pytest.raises(ValueError, match="2 panels, but `ax` holds 1"):
-            oc.pl.alignment(source, target, ax=given[0])
+            oc.pl.alignment(source, target, ax=given[0], show=False)
         with pytest.raises(KeyError, match="Run `oc.tl.align` first"):
-            oc.pl.alignment(source, target, key="spatial_elsewhere")
+            oc.pl.alignment(source, target, key="spatial_elsewhere", show=False)
 
     def test_source_image_moves_with_a_rigid_alignment_only(self, section):
         source, target = working_copy(section, copy=True), section
@@ -235,7 +245,7 @@ class TestAlignment:
         noise = np.random.default_rng(0).normal(scale=40, size=spatial.shape)
         source.tables["table"].obsm["spatial_aligned_nonrigid"] = spatial + noise
 
-        before, after = oc.pl.alignment(source, target, use_rep=None, image_key="he")
+        before, after = oc.pl.alignment(source, target, use_rep=None, image_key="he", show=False)
         assert len(before.images) == 2
         target_image, source_image = after.images
         corners = np.array([[0, 0], [600, 0], [600, 600]])  # image pixels; 2 µm each
@@ -243,7 +253,9 @@ class TestAlignment:
         np.testing.assert_allclose(
             _image_to_data(source_image, after).transform(corners), _rigid(2 * corners, 20, (100, -40)), atol=1.0
         )
-        _, after = oc.pl.alignment(source, target, key="spatial_aligned_nonrigid", use_rep=None, image_key="he")
+        _, after = oc.pl.alignment(
+            source, target, key="spatial_aligned_nonrigid", use_rep=None, image_key="he", show=False
+        )
         assert len(after.images) == 1  # a warp cannot move an image by an affine: only the target's is drawn
 
     def test_images_after_tl_align_on_spatialdata(self, section):
@@ -254,7 +266,7 @@ class TestAlignment:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             oc.tl.align(source, target, max_iter=5, progress=False, device="cpu")
-        oc.pl.alignment(source, target, image_key="he")
+        oc.pl.alignment(source, target, image_key="he", show=False)
 
     def test_stack_side_view(self):
         sections = [_spots(20, seed=i) for i in range(3)]
@@ -262,7 +274,7 @@ class TestAlignment:
             adata.obsm["spatial_aligned"] = adata.obsm["spatial"]
             adata.obsm["spatial_aligned_3d"] = np.column_stack([adata.obsm["spatial"], np.full(20, (i - 1) * 10.0)])
 
-        ax = oc.pl.alignment_stack(sections)
+        ax = oc.pl.alignment_stack(sections, show=False)
         ax.figure.canvas.draw()  # 3-D colours are final (and depth-sorted) once drawn
 
         assert ax.name == "3d" and len(ax.collections) == 3
@@ -275,7 +287,7 @@ class TestAlignment:
             np.testing.assert_allclose(drawn[np.lexsort(drawn.T)], colours[i][np.lexsort(colours[i].T)], atol=1e-6)
         assert [t.get_text() for t in ax.get_zticklabels()] == ["0", "1", "2"]
         with pytest.raises(ValueError, match="3-D axes"):
-            oc.pl.alignment_stack(sections, ax=plt.figure().add_subplot())
+            oc.pl.alignment_stack(sections, ax=plt.figure().add_subplot(), show=False)
 
 
 def test_retrieval_shows_query_and_reference_tiles(section, tmp_path):
@@ -287,7 +299,7 @@ def test_retrieval_shows_query_and_reference_tiles(section, tmp_path):
     oc.tl.retrieve(section, reference, k=3, progress=False)
     shown = list(query_table.obs_names[[4, 7]])
 
-    axes = oc.pl.retrieval(section, reference, obs=shown, n=2, save=tmp_path / "retrieval.png")
+    axes = oc.pl.retrieval(section, reference, obs=shown, n=2, save=tmp_path / "retrieval.png", show=False)
 
     assert len(axes) == 6
     tiles = oc.pp.tiles(section, um_per_px=None).to_array()
@@ -302,12 +314,12 @@ def test_retrieval_shows_query_and_reference_tiles(section, tmp_path):
             assert ax.get_title() == f"{rank + 1}. {name}\n{scores[query_index, rank]:.3f}"
             np.testing.assert_array_equal(ax.images[0].get_array(), tiles[position])  # same image, same spots
     with pytest.raises(ValueError, match="between 1 and the 3 retrieved"):
-        oc.pl.retrieval(section, reference, n=4)
+        oc.pl.retrieval(section, reference, n=4, show=False)
     with pytest.raises(ValueError, match="reference's H&E"):
-        oc.pl.retrieval(section, AnnData(obs=reference_table.obs[[]].copy()), n=2)
+        oc.pl.retrieval(section, AnnData(obs=reference_table.obs[[]].copy()), n=2, show=False)
     query_table.obsm["omiclip_retrieved"] = retrieved + reference_table.n_obs  # from another, larger reference
     with pytest.raises(ValueError, match="positions in the searched reference"):
-        oc.pl.retrieval(section, reference, obs=shown, n=2)
+        oc.pl.retrieval(section, reference, obs=shown, n=2, show=False)
 
 
 class TestEmbedding:
@@ -322,7 +334,7 @@ class TestEmbedding:
         adata = self._both_modalities()
         before = set(adata.obsm)
 
-        axes = oc.pl.embedding(adata, color="domain", basis="pca")
+        axes = oc.pl.embedding(adata, color="domain", basis="pca", show=False)
 
         assert [ax.get_title() for ax in axes] == ["domain", "modality"]
         expected = principal_components(np.vstack([adata.obsm["X_omiclip_image"], adata.obsm["X_omiclip_text"]]), 2)
@@ -332,19 +344,19 @@ class TestEmbedding:
             np.testing.assert_allclose(np.sort(drawn, axis=0), np.sort(expected, axis=0), atol=1e-5)
         assert set(adata.obsm) == before  # computed on a copy
         with pytest.raises(KeyError, match="Did not find 'cell_type' in `.obs`"):
-            oc.pl.embedding(adata, color="cell_type", basis="pca")
+            oc.pl.embedding(adata, color="cell_type", basis="pca", show=False)
         with pytest.raises(KeyError, match="Run `oc.tl.embed` first"):
-            oc.pl.embedding(AnnData(obs=adata.obs))
+            oc.pl.embedding(AnnData(obs=adata.obs), show=False)
 
     @pytest.mark.slow
     def test_umap(self):
         adata = self._both_modalities()
-        (ax,) = oc.pl.embedding(adata, use_rep="X_omiclip_text", basis="umap")
+        (ax,) = oc.pl.embedding(adata, use_rep="X_omiclip_text", basis="umap", show=False)
         drawn = np.concatenate([c.get_offsets() for c in ax.collections])
         assert drawn.shape == (40, 2) and np.isfinite(drawn).all()
         assert "X_umap" not in adata.obsm
         # the fewest points a UMAP takes: 2 spots × 2 modalities
-        axes = oc.pl.embedding(adata[:2].copy())
+        axes = oc.pl.embedding(adata[:2].copy(), show=False)
         assert len(np.concatenate([c.get_offsets() for c in axes[0].collections])) == 4
 
 
@@ -401,12 +413,12 @@ def _with(adata: AnnData, **obsm) -> AnnData:
 @pytest.mark.parametrize(
     ("key", "plot"),
     [
-        ("spatial", lambda a: oc.pl.embedding_rgb(a, use_rep="X_omiclip_text")),
+        ("spatial", lambda a: oc.pl.embedding_rgb(a, use_rep="X_omiclip_text", show=False)),
         ("spatial", oc.pl.annotation),
         ("spatial", oc.pl.proportions),
-        ("spatial", lambda a: oc.pl.predex(a, "prediction")),
-        ("spatial_aligned", lambda a: oc.pl.alignment(a, a.copy())),
-        ("spatial_aligned", lambda a: oc.pl.alignment_stack([a, a.copy()])),
+        ("spatial", lambda a: oc.pl.predex(a, "prediction", show=False)),
+        ("spatial_aligned", lambda a: oc.pl.alignment(a, a.copy(), show=False)),
+        ("spatial_aligned", lambda a: oc.pl.alignment_stack([a, a.copy()], show=False)),
     ],
     ids=["embedding_rgb", "annotation", "proportions", "predex", "alignment", "alignment_stack"],
 )
@@ -422,9 +434,9 @@ def test_nan_positions_are_an_error(key, plot):
     [
         ("omiclip_annotation_scores", oc.pl.annotation, "`.obsm['omiclip_annotation_scores']`"),
         ("omiclip_proportions", oc.pl.proportions, "`.obsm['omiclip_proportions']`"),
-        ("truth", lambda a: oc.pl.proportions(a, truth_key="truth"), "`.obsm['truth']`"),
-        ("prediction", lambda a: oc.pl.predex(a, "prediction"), "`.obsm['prediction']`"),
-        ("prediction", lambda a: oc.pl.predex(a, _predicted(a)), "`predicted.X`"),
+        ("truth", lambda a: oc.pl.proportions(a, truth_key="truth", show=False), "`.obsm['truth']`"),
+        ("prediction", lambda a: oc.pl.predex(a, "prediction", show=False), "`.obsm['prediction']`"),
+        ("prediction", lambda a: oc.pl.predex(a, _predicted(a), show=False), "`predicted.X`"),
         ("X_omiclip_text", lambda a: oc.pl.pcs_as_rgb(a.obsm["X_omiclip_text"]), "The embedding"),
     ],
     ids=["annotation", "proportions", "truth", "predex key", "predex AnnData", "pcs_as_rgb"],
@@ -443,23 +455,28 @@ def test_nan_values_to_colour_are_an_error(key, plot, where):
 @pytest.mark.parametrize(
     ("plot", "match"),
     [
-        (lambda a: oc.pl.annotation(a[:0].copy()), r"The data has no observations \(n_obs == 0\)"),
-        (lambda a: oc.pl.predex(a, _predicted(a)[:0].copy()), r"`predicted` has no observations"),
-        (lambda a: oc.pl.annotation(a, references=[]), r"`references` is empty; choose from \['a', 'b'\]"),
-        (lambda a: oc.pl.proportions(a, cell_types=[]), r"`cell_types` is empty; choose from \['t1', 't2'\]"),
+        (lambda a: oc.pl.annotation(a[:0].copy(), show=False), r"The data has no observations \(n_obs == 0\)"),
+        (lambda a: oc.pl.predex(a, _predicted(a)[:0].copy(), show=False), r"`predicted` has no observations"),
+        (lambda a: oc.pl.annotation(a, color=[], show=False), r"`color` is empty; choose from \['a', 'b'\]"),
+        (
+            lambda a: oc.pl.proportions(a, color=[], show=False),
+            r"`color` is empty; choose from \['t1', 't2'\]",
+        ),
         (
             lambda a: oc.pl.annotation(
-                _with(a, omiclip_annotation_scores=a.obsm["omiclip_annotation_scores"].iloc[:, :0]), labels=False
+                _with(a, omiclip_annotation_scores=a.obsm["omiclip_annotation_scores"].iloc[:, :0]),
+                labels=False,
+                show=False,
             ),
             r"`.obsm\['omiclip_annotation_scores'\]` has no columns, so there are no references to show",
         ),
         (
-            lambda a: oc.pl.embedding(a[:3].copy(), use_rep="X_omiclip_text"),
+            lambda a: oc.pl.embedding(a[:3].copy(), use_rep="X_omiclip_text", show=False),
             r"A UMAP needs at least 4 points, got 3 \(3 observations × 1 embeddings\); use `basis='pca'`",
         ),
-        (lambda a: oc.pl.embedding(a[:1].copy()), r"got 2 \(1 observations × 2 embeddings\)"),
+        (lambda a: oc.pl.embedding(a[:1].copy(), show=False), r"got 2 \(1 observations × 2 embeddings\)"),
         (
-            lambda a: oc.pl.alignment_stack([_with(a, spatial_aligned_3d=a.obsm["spatial_aligned"]), a]),
+            lambda a: oc.pl.alignment_stack([_with(a, spatial_aligned_3d=a.obsm["spatial_aligned"]), a], show=False),
             r"`.obsm\['spatial_aligned_3d'\]` must be \(n_obs, 3\) x/y/z coordinates, got shape \(20, 2\)",
         ),
     ],
@@ -487,7 +504,7 @@ def test_predex_needs_unique_gene_names(whose):
     with pytest.raises(
         ValueError, match=rf"of the {whose} must be unique, but \['g0'\] repeat; call `.var_names_make_unique"
     ):
-        oc.pl.predex(adata, predicted)
+        oc.pl.predex(adata, predicted, show=False)
 
 
 @pytest.mark.parametrize("func", PLOTS, ids=lambda f: f.__name__)
@@ -497,3 +514,143 @@ def test_save_into_a_missing_folder_fails_before_drawing(func, tmp_path):
     with pytest.raises(FileNotFoundError, match=re.escape(f"the folder {str(missing)!r} does not exist")):
         func(*[_results()] * n_inputs, save=missing / "plot.png")  # checked first, whatever the inputs
     assert plt.get_fignums() == []
+
+
+def _visium(section, *, with_image: bool = True) -> AnnData:
+    """The synthetic section as scanpy's Visium AnnData: 1 µm full-resolution pixels, a hires image at 2 µm."""
+    table = section.tables["table"]
+    adata = AnnData(obs=table.obs[[]].copy())
+    adata.obsm["spatial"] = table.obsm["spatial"]
+    adata.obsm["omiclip_proportions"] = table.obsm["true_proportions"]
+    adata.obsm["X_omiclip_image"] = table.obsm["true_proportions"].to_numpy(dtype=np.float32)
+    images = {"hires": np.asarray(section.images["he"]["scale0"]["image"]).transpose(1, 2, 0)} if with_image else {}
+    scalefactors = {"tissue_hires_scalef": 0.5, "spot_diameter_fullres": 55.0}
+    adata.uns["spatial"] = {"slide": {"images": images, "scalefactors": scalefactors}}
+    return adata
+
+
+class TestScanpyForm:
+    """show/return_fig/ax as scanpy; the only image by default; colour bars; physical sizes; shared colours."""
+
+    def test_show_and_return_fig(self, monkeypatch):
+        shown = []
+        monkeypatch.setattr(plt, "show", lambda: shown.append(True))
+        adata = _results()
+        fig = oc.pl.proportions(adata, return_fig=True)
+        assert isinstance(fig, plt.Figure) and shown == []
+        assert fig.axes[0].get_title() == "t1"
+        axes = oc.pl.proportions(adata, show=False)
+        assert [ax.get_title() for ax in axes] == ["t1", "t2"] and shown == []
+        assert oc.pl.proportions(adata) is None and shown == [True]  # show=None: shown, nothing returned
+        assert isinstance(oc.pl.embedding_rgb(adata, use_rep="X_omiclip_text", return_fig=True), plt.Figure)
+        assert isinstance(oc.pl.alignment_stack([adata, adata.copy()], return_fig=True), plt.Figure)
+
+    @pytest.mark.parametrize("func", PLOTS, ids=lambda f: f.__name__)
+    def test_every_plot_has_show_and_return_fig(self, func):
+        params = inspect.signature(func).parameters
+        assert params["show"].default is None and params["return_fig"].default is False
+
+    def test_the_only_image_is_drawn_by_default(self, section):
+        table = section.tables["table"]
+        table.obsm["omiclip_proportions"] = table.obsm["true_proportions"]
+        (ax,) = oc.pl.proportions(section, color="tumor", show=False)
+        assert len(ax.images) == 1
+        (ax,) = oc.pl.proportions(section, color="tumor", image_key=None, show=False)
+        assert len(ax.images) == 0
+        adata = _visium(section)
+        for plot in (
+            lambda **kw: oc.pl.proportions(adata, color="tumor", show=False, **kw)[0],
+            lambda **kw: oc.pl.embedding_rgb(adata, show=False, **kw),
+        ):
+            assert len(plot().images) == 1
+            assert len(plot(image_key=None).images) == 0
+        adata.uns["spatial"]["other"] = adata.uns["spatial"]["slide"]  # two libraries: which image is ambiguous
+        (ax,) = oc.pl.proportions(adata, color="tumor", show=False)
+        assert len(ax.images) == 0
+
+    def test_colour_bar_is_labelled_and_no_taller_than_the_map(self):
+        adata = _results()
+        adata.obsm["spatial"][:, 1] *= 0.3  # a wide map: shorter than its axes
+        axes = oc.pl.proportions(adata, show=False)
+        axes[0].figure.canvas.draw()
+        for ax in axes:
+            (bar,) = ax.child_axes
+            assert bar.get_ylabel() == "proportion"
+            map_height = ax.get_window_extent().height
+            assert bar.get_window_extent().height <= map_height + 1e-6
+            assert map_height < 0.6 * ax.get_position(original=True).height * ax.figure.bbox.height
+
+    def test_spots_at_their_physical_size_without_an_image(self, section):
+        adata = _visium(section, with_image=False)
+        (ax,) = oc.pl.proportions(adata, color="tumor", show=False)
+        np.testing.assert_allclose(_patches(ax)[2], 27.5, atol=1e-6)  # spot_diameter_fullres 55, pitch 100
+        collection = oc.pl.embedding_rgb(adata, show=False).collections[0]
+        np.testing.assert_allclose(2 * collection._widths, 55.0)  # EllipseCollection keeps half-widths
+        del adata.uns["spatial"]
+        adata.uns["microns_per_unit"] = 0.5  # Visium (array_row/array_col): 55 µm = 110 units
+        adata.obs["array_row"], adata.obs["array_col"] = 0, 0
+        (ax,) = oc.pl.proportions(adata, color="tumor", show=False)
+        np.testing.assert_allclose(_patches(ax)[2], 55.0, atol=1e-6)
+        adata.obsm["spatial_aligned"] = _rigid(2 * adata.obsm["spatial"], 30, (5, 5))  # twice the scale
+        (ax,) = oc.pl.proportions(adata, color="tumor", spatial_key="spatial_aligned", show=False)
+        np.testing.assert_allclose(_patches(ax)[2], 110.0, atol=1e-6)
+
+    def test_categorical_colours_shared_with_scanpy(self):
+        import scanpy as sc
+
+        adata = _results()
+        adata.obsm["omiclip_annotation_scores"] = pd.DataFrame(
+            np.eye(2)[adata.obs["omiclip_annotation"].cat.codes], index=adata.obs_names, columns=["a", "b"]
+        )
+        assert "omiclip_annotation_colors" not in adata.uns
+        axes = oc.pl.annotation(adata, show=False)
+        written = list(adata.uns["omiclip_annotation_colors"])  # written as scanpy writes them
+        ours = _patches(axes[-1])[0].get_facecolors()[:, :3]
+        theirs = sc.pl.embedding(adata, basis="spatial", color="omiclip_annotation", show=False).collections[0]
+        np.testing.assert_allclose(ours, theirs.get_facecolors()[:, :3], atol=1e-6)
+        assert list(adata.uns["omiclip_annotation_colors"]) == written
+
+        adata.uns["omiclip_annotation_colors"] = ["#000000", "#00ff00"]  # chosen by the user: kept
+        axes = oc.pl.annotation(adata, show=False)
+        codes = adata.obs["omiclip_annotation"].cat.codes.to_numpy()
+        expected = np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])[codes]
+        np.testing.assert_allclose(_patches(axes[-1])[0].get_facecolors()[:, :3], expected)
+        assert list(adata.uns["omiclip_annotation_colors"]) == ["#000000", "#00ff00"]
+
+    def test_embedding_writes_scanpy_colours(self):
+        adata = _results()
+        adata.obs["domain"] = pd.Categorical(np.where(np.arange(adata.n_obs) < 10, "x", "y"))
+        oc.pl.embedding(adata, color="domain", basis="pca", show=False)
+        assert len(adata.uns["domain_colors"]) == 2
+
+    def test_alignment_legend_matches_the_spots(self):
+        adata = _results()
+        for use_rep, expected in ((None, ("tab:blue", "tab:red")), ("X_omiclip_text", ("0.6", "0.6"))):
+            ax, _ = oc.pl.alignment(adata, adata.copy(), use_rep=use_rep, show=False)
+            target_handle, source_handle = ax.get_legend().legend_handles
+            target_spots, source_spots = ax.collections
+            for handle, colour in zip((target_handle, source_handle), expected, strict=True):
+                np.testing.assert_allclose(to_rgb(handle.get_markerfacecolor()), to_rgb(colour))
+            if use_rep is None:  # one colour per section: the spots have the legend's colour
+                np.testing.assert_allclose(target_spots.get_facecolors()[0, :3], to_rgb("tab:blue"))
+                np.testing.assert_allclose(source_spots.get_facecolors()[0, :3], to_rgb("tab:red"))
+            np.testing.assert_allclose(2 * target_spots._widths, 2 * source_spots._widths / 0.6)
+
+    @pytest.mark.parametrize(
+        ("plot", "old"),
+        [
+            (lambda a, **kw: oc.pl.annotation(a, labels=False, show=False, **kw), "references"),
+            (lambda a, **kw: oc.pl.proportions(a, show=False, **kw), "cell_types"),
+        ],
+        ids=["annotation", "proportions"],
+    )
+    def test_old_names_still_work_with_a_future_warning(self, plot, old):
+        adata = _results()
+        first = list(adata.obsm["omiclip_proportions" if old == "cell_types" else "omiclip_annotation_scores"])[:1]
+        with pytest.warns(FutureWarning, match=f"`{old}=` is now `color=`"):
+            (ax,) = plot(adata, **{old: first})
+        assert ax.get_title() == first[0]
+        with pytest.raises(ValueError, match=f"Pass `color=` only: `{old}=` is its old name"):
+            plot(adata, color=first, **{old: first})
+        with pytest.warns(FutureWarning, match="`genes=` is now `color=`"):
+            oc.pl.predex(adata, "prediction", genes="g0", show=False)

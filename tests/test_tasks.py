@@ -106,6 +106,46 @@ class TestPredex:
         assert result.var_names.tolist() == ["G2"]  # mean 4 > 3
         assert query.obsm["predicted"].columns.tolist() == ["G2"]
 
+    def test_layer_is_averaged_and_recorded(self, small):
+        query, reference = small
+        reference.layers["log1p"] = np.log1p(reference.X)
+        result = oc.tl.predex(query, reference, layer="log1p", k=1, progress=False)
+        np.testing.assert_allclose(result.X, np.log1p([[1, 10], [3, 0]]), rtol=1e-5)
+        assert result.uns["omiclip"]["predex"]["omiclip_predex"]["matrix"] == "layers/log1p"
+        plain = oc.tl.predex(query, reference, k=1, progress=False)
+        assert plain.uns["omiclip"]["predex"]["omiclip_predex"]["matrix"] == "X"
+        with pytest.raises(KeyError, match="Layer 'counts' not found in the reference"):
+            oc.tl.predex(query, reference, layer="counts")
+
+    def test_copy_writes_into_a_copy_of_the_query_only(self, small):
+        query, reference = small
+        before = set(query.obsm)
+        copied = oc.tl.predex(query, reference, copy=True, progress=False)
+        assert set(query.obsm) == before and "omiclip" not in query.uns  # the input is untouched
+        assert copied is not query and copied.obsm["omiclip_predex"].columns.tolist() == ["G1", "G2"]
+        expected = oc.tl.predex(query, reference, progress=False).X
+        np.testing.assert_allclose(copied.obsm["omiclip_predex"].to_numpy(), expected, rtol=1e-6)
+        assert copied.uns["omiclip"]["predex"]["omiclip_predex"]["matrix"] == "X"
+        named = oc.tl.predex(query, reference, copy=True, key_added="mine", progress=False)
+        assert "mine" in named.obsm and "mine" not in query.obsm
+        oc.tl.predex(query, reference, key_added="mine", progress=False)  # in place, as before
+        assert "mine" in query.obsm and set(query.uns["omiclip"]["predex"]) == {"mine"}
+
+    def test_raw_counts_are_flagged_with_the_fix(self, small):
+        query, reference = small
+        reference.X = reference.X * 10  # whole numbers up to 100
+        with pytest.warns(UserWarning, match=r"`.X`, looks like raw counts \(whole numbers, up to 100\).*log1p"):
+            oc.tl.predex(query, reference, k=1, progress=False)
+        reference.layers["counts"] = reference.X.copy()
+        reference.X = np.log1p(reference.X)
+        with pytest.warns(UserWarning, match=r"`.layers\['counts'\]`, looks like raw counts"):
+            oc.tl.predex(query, reference, layer="counts", k=1, progress=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            oc.tl.predex(query, reference, k=1, progress=False)  # normalised: no warning
+            reference.X = reference.layers["counts"] / 10  # small whole numbers are not taken for counts
+            oc.tl.predex(query, reference, k=1, progress=False)
+
     def test_weights_summing_to_at_most_zero_are_flagged(self, small):
         query, reference = small
         query.obsm["X_omiclip_image"][0] = [-1.0, 0.0]  # similarities (-1, 0, 0.6): sum -0.4, the sign flips

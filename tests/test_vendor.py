@@ -49,8 +49,8 @@ def _chain(data, tiny, table_key=None):
     oc.tl.embed(data, modality="image", model=tiny, table_key=table_key, progress=False)
     table = oc._anndata.get_table(data, table_key)
     assert table.obsm["X_omiclip_text"].shape == table.obsm["X_omiclip_image"].shape == (table.n_obs, 128)
-    ax = oc.pl.embedding_rgb(data, use_rep="X_omiclip_image", table_key=table_key)
-    plt.close(ax.figure)
+    fig = oc.pl.embedding_rgb(data, use_rep="X_omiclip_image", table_key=table_key, return_fig=True)
+    plt.close(fig)
     return table
 
 

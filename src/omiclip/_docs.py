@@ -39,15 +39,17 @@ checkpoint
     Weights for a model given by name.""",
     "image_key": """\
 image_key
-    Draw this image under the spots (a SpatialData image element; ``"hires"``/``"lowres"`` for Visium
-    AnnData).""",
+    Image under the spots (a SpatialData image element; ``"hires"``/``"lowres"`` for Visium AnnData). Not given:
+    the only image, when the data hold exactly one (one SpatialData image, one Visium library); ``None``: no
+    image.""",
     "spatial_key": """\
 spatial_key
     Positions in ``.obsm``.""",
     "size": """\
 size
-    Spot diameter in the units of ``spatial_key`` (default: the spots' own size with an image, else the
-    distance between neighbouring spots).""",
+    Spot diameter in the units of ``spatial_key`` (default: the spots' physical size, from their tiles on the
+    image, their shapes, Visium's ``spot_diameter_fullres`` or ``.uns["microns_per_unit"]``; only when none
+    records it, the distance between neighbouring spots).""",
     "cmap": """\
 cmap
     Colour map.""",
@@ -60,6 +62,12 @@ ax
     "save": """\
 save
     Write the figure to this path.""",
+    "show": """\
+show
+    Show the figure and return ``None`` (default: unless ``return_fig``); ``False`` returns the axes.""",
+    "return_fig": """\
+return_fig
+    Return the :class:`~matplotlib.figure.Figure`.""",
 }
 
 _PLACEHOLDER = re.compile(r"^(?P<indent>[ \t]*)\{(?P<name>\w+)\}[ \t]*$", re.MULTILINE)

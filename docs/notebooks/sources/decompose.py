@@ -109,7 +109,7 @@ summary.round(3)
 # scale; the estimate's title carries the Pearson r.
 
 # %%
-oc.pl.proportions(spots, key="proportions_st", truth_key="true_proportions", cell_types=list(truth.columns[:4]));
+oc.pl.proportions(spots, color=list(truth.columns[:4]), key="proportions_st", truth_key="true_proportions")
 
 # %% [markdown]
 # Both modes recover the cell-type maps well above the shuffled-label floor. Image mode is weaker than ST mode here:

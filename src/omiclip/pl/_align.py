@@ -14,24 +14,33 @@ from omiclip._docs import doc_params
 from omiclip._keys import ALIGNED_KEY, SPATIAL_KEY, stack_key
 from omiclip.pl._embedding import pcs_as_rgb
 from omiclip.pl._utils import (
+    ONLY_IMAGE,
+    Default,
     background,
     carried,
     check_finite,
     check_save,
     draw_background,
+    finish,
     frame,
     has_image,
+    image_behind,
     panels,
     positions,
-    save_figure,
+    rgb_spots,
+    spots,
 )
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
     from mpl_toolkits.mplot3d import Axes3D
     from spatialdata import SpatialData
 
-# section colours when no embedding colours them
-_SOURCE, _TARGET = "tab:red", "tab:blue"
+# section colours when no embedding colours them; the legend shows them, or grey when an embedding colours spots
+_SOURCE, _TARGET, _BY_EMBEDDING = "tab:red", "tab:blue", "0.6"
+# the target as pale discs of the spots' size, the source as smaller dots on top, so both stay visible
+_TARGET_ALPHA, _SOURCE_SCALE = 0.35, 0.6
 
 
 @doc_params
@@ -43,17 +52,19 @@ def alignment(
     spatial_key: str = SPATIAL_KEY,
     use_rep: str | None = "X_omiclip_text",
     target_rep: str | None = None,
-    image_key: str | None = None,
+    image_key: str | Default | None = ONLY_IMAGE,
     table_key: str | None = None,
-    size: float = 8.0,
-    ax=None,
+    size: float | None = None,
+    ax: Sequence[Axes] | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
     save: str | os.PathLike | None = None,
-) -> list:
+) -> list[Axes] | Figure | None:
     """The source section over the target before and after :func:`omiclip.tl.align`.
 
     Spots are coloured by the first three principal components of both sections' embeddings, computed
     together and mapped to RGB (as the paper's figures), so matching tissue has matching colours; the target
-    is drawn as large pale discs, the source as small dots on top.
+    is drawn as pale discs of its spots' size, the source as dots of 0.6 times its spots' size on top.
 
     Parameters
     ----------
@@ -71,19 +82,24 @@ def alignment(
         Target embedding (default ``use_rep``), e.g. ``"X_omiclip_text"`` with an image ``use_rep``.
     image_key
         Draw the sections' images of this name underneath (the target's opaque, the source's half transparent;
-        a section without it is drawn without). After alignment the source image is moved with its spots when
-        they moved rigidly (affine); after a non-rigid alignment it is left out.
+        a section without it is drawn without). Not given: each section's only image, when it holds exactly one;
+        ``None``: no image. After alignment the source image is moved with its spots when they moved rigidly
+        (affine); after a non-rigid alignment it is left out.
     table_key
         Table of a SpatialData source with several tables.
     size
-        Marker size of the source (the target's is three times larger).
+        Spot diameter of both sections in the units of their coordinates (default: their physical size, as
+        :func:`omiclip.pl.annotation` finds it).
     ax
         Two axes to draw into (default: a new figure).
+    {show}
+    {return_fig}
     {save}
 
     Returns
     -------
-    The two axes: before and after alignment.
+    The two axes (before and after alignment) with ``show=False``; the Figure with ``return_fig=True``; else
+    ``None``.
     """
     check_save(save)
     source_table, target_table = get_table(source, table_key), get_table(target)
@@ -98,34 +114,65 @@ def alignment(
         check_same_dim(source_emb, target_emb, use_rep, target_rep or use_rep)
         colours = pcs_as_rgb(np.vstack([source_emb, target_emb]))
         source_colours, target_colours = colours[: len(source_emb)], colours[len(source_emb) :]
-    source_image = target_image = None
-    if image_key is not None:
-        if not (has_image(source, image_key) or has_image(target, image_key)):
-            raise KeyError(f"Neither section has an image {image_key!r}.")
-        if has_image(source, image_key):
-            source_image = background(source, image_key, spatial_key=spatial_key, table_key=table_key)
-        if has_image(target, image_key):
-            target_image = background(target, image_key, spatial_key=spatial_key)
+    source_image, target_image = _section_images(source, target, image_key, spatial_key, table_key)
+    where = {
+        name: spots(data, spatial_key=xy_key, image_key=None, table_key=table, size=size)
+        for name, data, xy_key, table in (
+            ("before", source, spatial_key, table_key),
+            ("after", source, key, table_key),
+            ("target", target, spatial_key, None),
+        )
+    }
 
     fig, axes = panels(ax, 2, ncols=2, size=5.0)
     moved_image = carried(source_image, source_xy, aligned_xy) if source_image is not None else None
-    for panel, xy, image, title in (
-        (axes[0], source_xy, source_image, "before alignment"),
-        (axes[1], aligned_xy, moved_image, "after alignment"),
+    for panel, xy, moved, image, title in (
+        (axes[0], source_xy, where["before"], source_image, "before alignment"),
+        (axes[1], aligned_xy, where["after"], moved_image, "after alignment"),
     ):
         if target_image is not None:
             draw_background(panel, target_image)
         if image is not None:
             draw_background(panel, image, alpha=0.5)
-        # plain matplotlib: squidpy colours spots by one value, not by an RGB colour each, nor two tables at once
-        panel.scatter(*target_xy.T, c=target_colours, s=3 * size, alpha=0.35, linewidths=0, label="target")
-        panel.scatter(*xy.T, c=source_colours, s=size, edgecolors="black", linewidths=0.2, label="source")
+        rgb_spots(panel, where["target"], target_colours, alpha=_TARGET_ALPHA, linewidths=0)
+        rgb_spots(panel, moved, source_colours, scale=_SOURCE_SCALE, edgecolors="black", linewidths=0.2)
         both = np.vstack([xy, target_xy])
         frame(panel, both, 0.03 * np.ptp(both, axis=0).max())
         panel.set_title(title)
-        panel.legend(loc="upper right", fontsize="small", markerscale=1.5)
-    save_figure(fig, save)
-    return axes
+        _legend(panel, by_embedding=use_rep is not None)
+    return finish(fig, axes, show=show, return_fig=return_fig, save=save)
+
+
+def _section_images(source, target, image_key, spatial_key: str, table_key: str | None):
+    """The source's and the target's image to draw (either may be ``None``); see ``image_key`` of :func:`alignment`."""
+    if image_key is None or image_key is ONLY_IMAGE:
+        return (
+            image_behind(source, image_key, spatial_key=spatial_key, table_key=table_key),
+            image_behind(target, image_key, spatial_key=spatial_key),
+        )
+    if not (has_image(source, image_key) or has_image(target, image_key)):
+        raise KeyError(f"Neither section has an image {image_key!r}.")
+    source_image = target_image = None
+    if has_image(source, image_key):
+        source_image = background(source, image_key, spatial_key=spatial_key, table_key=table_key)
+    if has_image(target, image_key):
+        target_image = background(target, image_key, spatial_key=spatial_key)
+    return source_image, target_image
+
+
+def _legend(ax, *, by_embedding: bool) -> None:
+    """A legend drawn as the spots are: the target's pale discs, the source's black-rimmed dots.
+
+    Their colours are the sections' (red, blue), or a neutral grey when the embedding colours each spot.
+    """
+    from matplotlib.lines import Line2D
+
+    target, source = (_BY_EMBEDDING, _BY_EMBEDDING) if by_embedding else (_TARGET, _SOURCE)
+    handles = [
+        Line2D([], [], ls="", marker="o", ms=9, mfc=target, mew=0, alpha=_TARGET_ALPHA, label="target"),
+        Line2D([], [], ls="", marker="o", ms=9 * _SOURCE_SCALE, mfc=source, mec="black", mew=0.4, label="source"),
+    ]
+    ax.legend(handles=handles, loc="upper right", fontsize="small")
 
 
 @doc_params
@@ -139,9 +186,11 @@ def alignment_stack(
     size: float = 4.0,
     elev: float = 15.0,
     azim: float = -60.0,
-    ax=None,
+    ax: Axes3D | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
     save: str | os.PathLike | None = None,
-) -> Axes3D:
+) -> Axes3D | Figure | None:
     """Serial sections aligned by :func:`omiclip.tl.align_stack`, stacked in 3-D and seen from the side.
 
     Spots are coloured by the first three principal components of all sections' embeddings, computed
@@ -168,11 +217,13 @@ def alignment_stack(
         Azimuth of the view in degrees.
     ax
         A 3-D axes to draw into (``fig.add_subplot(projection="3d")``; default: a new figure).
+    {show}
+    {return_fig}
     {save}
 
     Returns
     -------
-    The 3-D axes.
+    The 3-D axes with ``show=False``; the Figure with ``return_fig=True``; else ``None``.
     """
     import matplotlib.pyplot as plt
 
@@ -207,8 +258,7 @@ def alignment_stack(
     ax.set_zlabel("section")
     ax.view_init(elev=elev, azim=azim)
     ax.set_title(f"{len(tables)} aligned sections")
-    save_figure(ax.figure, save)
-    return ax
+    return finish(ax.figure, ax, show=show, return_fig=return_fig, save=save)
 
 
 def _heights(tables, xys, key: str, z_spacing: float | None) -> list[np.ndarray]:

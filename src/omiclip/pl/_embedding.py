@@ -12,12 +12,25 @@ from anndata import AnnData
 
 from omiclip._anndata import check_not_empty, check_same_dim, get_rep, get_table
 from omiclip._docs import doc_params
-from omiclip._keys import SPATIAL_KEY, embedding_key
+from omiclip._keys import SPATIAL_KEY, colors_key, embedding_key
 from omiclip._validate import check_choice
-from omiclip.pl._utils import check_finite, check_save, frame, panels, positions, save_figure
+from omiclip.pl._utils import (
+    ONLY_IMAGE,
+    Default,
+    check_finite,
+    check_save,
+    draw_background,
+    finish,
+    frame,
+    keep_colors,
+    panels,
+    rgb_spots,
+    spots,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
     from spatialdata import SpatialData
 
 # UMAP's spectral initialisation needs more points than its 2 dimensions + 1; fewer fail deep in scipy
@@ -59,13 +72,16 @@ def embedding_rgb(
     data: AnnData | SpatialData,
     *,
     use_rep: str = "X_omiclip_image",
+    image_key: str | Default | None = ONLY_IMAGE,
     spatial_key: str = SPATIAL_KEY,
     table_key: str | None = None,
-    size: float = 8.0,
+    size: float | None = None,
     title: str | None = None,
-    ax=None,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
     save: str | os.PathLike | None = None,
-) -> Axes:
+) -> Axes | Figure | None:
     """Observations at their positions, coloured by the first three PCs of an embedding (as the paper's figures).
 
     Similar colours mean similar embeddings, so tissue regions that the model tells apart stand out.
@@ -76,31 +92,33 @@ def embedding_rgb(
         AnnData or SpatialData with ``.obsm[use_rep]`` and ``.obsm[spatial_key]``.
     use_rep
         Embedding in ``.obsm``.
+    {image_key}
     {spatial_key}
     {table_key}
-    size
-        Marker size.
+    {size}
     title
         Axes title (default: ``use_rep``).
     ax
         Matplotlib axes to draw into (default: a new figure).
+    {show}
+    {return_fig}
     {save}
 
     Returns
     -------
-    The matplotlib axes.
+    The axes with ``show=False``; the Figure with ``return_fig=True``; else ``None``.
     """
     check_save(save)
     table = get_table(data, table_key)
-    xy = positions(table, spatial_key)
+    where = spots(data, spatial_key=spatial_key, image_key=image_key, table_key=table_key, size=size)
     colours = pcs_as_rgb(get_rep(table, use_rep))
     fig, (ax,) = panels(ax, 1, size=5.0)
-    # plain matplotlib: squidpy colours spots by one value, not by an RGB colour each
-    ax.scatter(xy[:, 0], xy[:, 1], c=colours, s=size)
-    frame(ax, xy, 0.02 * np.ptp(xy, axis=0).max())
+    if where.image is not None:
+        draw_background(ax, where.image)
+    rgb_spots(ax, where, colours)
+    frame(ax, where.xy, where.diameter)
     ax.set_title(title or f"{use_rep} (PC1-3 as RGB)")
-    save_figure(fig, save)
-    return ax
+    return finish(fig, ax, show=show, return_fig=return_fig, save=save)
 
 
 @doc_params
@@ -115,14 +133,17 @@ def embedding(
     size: float | None = None,
     table_key: str | None = None,
     ncols: int = 4,
-    ax=None,
+    ax: Axes | Sequence[Axes] | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
     save: str | os.PathLike | None = None,
-) -> list:
+) -> list[Axes] | Figure | None:
     """A UMAP or PCA map of image and text embeddings, one panel per ``.obs`` key that colours it.
 
     Several embeddings (e.g. both modalities of the same spots) are mapped together, since they share one
     space, and get a last panel coloured by modality. The map is computed on a copy: ``data`` is not
-    modified.
+    modified, except that the colours of a categorical ``color`` key go to ``.uns[f"{key}_colors"]`` when they
+    are missing or do not fit, as scanpy writes them.
 
     Parameters
     ----------
@@ -144,11 +165,14 @@ def embedding(
     {table_key}
     {ncols}
     {ax}
+    {show}
+    {return_fig}
     {save}
 
     Returns
     -------
-    The list of axes: one per ``color`` key, then the modality panel when several embeddings are mapped.
+    The list of axes (one per ``color`` key, then the modality panel when several embeddings are mapped) with
+    ``show=False``; the Figure with ``return_fig=True``; else ``None``.
     """
     import scanpy as sc
 
@@ -184,8 +208,10 @@ def embedding(
     for panel, key in zip(axes, panel_keys or [None], strict=True):
         title = key or f"{basis.upper()} of {', '.join(reps)}"
         sc.pl.embedding(mapped, basis=basis, color=key, size=size, ax=panel, title=title, show=False)
-    save_figure(fig, save)
-    return axes
+    for key in keys:  # the colours scanpy chose for a categorical, kept for the next plot
+        if colors_key(key) in mapped.uns:
+            keep_colors(table, key, list(mapped.uns[colors_key(key)]))
+    return finish(fig, axes, show=show, return_fig=return_fig, save=save)
 
 
 def _embeddings_to_map(table: AnnData, use_rep: str | Sequence[str] | None) -> list[str]:
@@ -208,6 +234,6 @@ def _stacked(table: AnnData, reps: list[str], keys: list[str]) -> AnnData:
     obs.index = [f"{m}:{name}" for m in modality for name in table.obs_names]
     mapped = AnnData(obs=obs)
     for key in keys:
-        if f"{key}_colors" in table.uns:
-            mapped.uns[f"{key}_colors"] = table.uns[f"{key}_colors"]
+        if colors_key(key) in table.uns:
+            mapped.uns[colors_key(key)] = table.uns[colors_key(key)]
     return mapped

@@ -13,9 +13,11 @@ from anndata import AnnData
 from omiclip._anndata import as_names, get_table, is_spatialdata
 from omiclip._docs import doc_params
 from omiclip._keys import RETRIEVED_KEY, get_record, scores_key
-from omiclip.pl._utils import check_save, panels, save_figure
+from omiclip.pl._utils import check_save, finish, panels
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
     from spatialdata import SpatialData
 
 # longest side of a tile drawn in a panel: full resolution up to this, resampled beyond
@@ -34,9 +36,11 @@ def retrieval(
     reference_image_key: str | None = None,
     table_key: str | None = None,
     reference_table_key: str | None = None,
-    ax=None,
+    ax: Sequence[Axes] | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
     save: str | os.PathLike | None = None,
-) -> list:
+) -> list[Axes] | Figure | None:
     """Query tiles, each followed by its ``n`` best reference tiles from :func:`omiclip.tl.retrieve`.
 
     One row per query observation; reference tiles are titled with their name and cosine similarity. Tiles
@@ -62,11 +66,14 @@ def retrieval(
     {reference_table_key}
     ax
         Axes to draw into, ``n + 1`` per query observation (default: a new figure).
+    {show}
+    {return_fig}
     {save}
 
     Returns
     -------
-    The list of axes, row by row: the query tile, then its retrieved tiles best first.
+    The list of axes (row by row: the query tile, then its retrieved tiles best first) with ``show=False``; the
+    Figure with ``return_fig=True``; else ``None``.
     """
     check_save(save)
     query_table = get_table(query, table_key)
@@ -114,8 +121,7 @@ def retrieval(
             _show_tile(row[j + 1], reference_tiles[i, j], f"{j + 1}. {names[i, j]}\n{scores[rows[i], j]:.3f}")
         for side in row[0].spines.values():
             side.set(visible=True, color="black", linewidth=2)
-    save_figure(fig, save)
-    return axes
+    return finish(fig, axes, show=show, return_fig=return_fig, save=save)
 
 
 def _read_tiles(data, obs_names, image_key: str | None, table_key: str | None) -> np.ndarray:

@@ -14,11 +14,23 @@ from scipy import sparse
 
 from omiclip._anndata import check_not_empty, check_obs_key, get_expression, get_table, restore_names
 from omiclip._docs import doc_params
-from omiclip._keys import ANNOTATION_KEY, PROPORTIONS_KEY, SPATIAL_KEY, colors_key, scores_key
+from omiclip._keys import ANNOTATION_KEY, PROPORTIONS_KEY, SPATIAL_KEY, get_record, scores_key
 from omiclip.metrics import pearson
-from omiclip.pl._utils import check_finite, check_save, panels, save_figure, spot_panel, spots
+from omiclip.pl._utils import (
+    ONLY_IMAGE,
+    Default,
+    check_finite,
+    check_save,
+    finish,
+    panels,
+    renamed,
+    spot_panel,
+    spots,
+)
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
     from spatialdata import SpatialData
 
 
@@ -26,31 +38,36 @@ if TYPE_CHECKING:
 def annotation(
     data: AnnData | SpatialData,
     *,
+    color: str | Sequence[str] | None = None,
     key: str = ANNOTATION_KEY,
-    references: Sequence[str] | None = None,
     labels: bool = True,
-    image_key: str | None = None,
+    image_key: str | Default | None = ONLY_IMAGE,
     spatial_key: str = SPATIAL_KEY,
     table_key: str | None = None,
     size: float | None = None,
     cmap: str = "viridis",
     ncols: int = 4,
-    ax=None,
+    ax: Axes | Sequence[Axes] | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
     save: str | os.PathLike | None = None,
-) -> list:
+    references: Sequence[str] | None = None,
+) -> list[Axes] | Figure | None:
     """Similarity to each reference as a heat map over the tissue, and the label map (:func:`omiclip.tl.annotate`).
 
-    Spots are drawn as circles, grid tiles as squares, optionally over the H&E image. All heat maps share
-    one colour scale, so the panels show which reference wins where.
+    Spots are drawn as circles, grid tiles as squares, at their physical size, over the H&E image when there is
+    one. All heat maps share one colour scale, so the panels show which reference wins where. The label map takes
+    its colours from ``.uns[f"{key}_colors"]`` and writes them there when they are missing (as scanpy does), so
+    scanpy and squidpy plots of ``.obs[key]`` show the same colours.
 
     Parameters
     ----------
     data
         AnnData or SpatialData annotated by :func:`omiclip.tl.annotate`.
+    color
+        References whose scores are shown, one panel each (default: all).
     key
         ``key_added`` of the annotation: labels ``.obs[key]``, scores ``.obsm[f"{key}_scores"]``.
-    references
-        References to show (default: all).
     labels
         Add the label map as the last panel.
     {image_key}
@@ -61,62 +78,69 @@ def annotation(
         Colour map of the heat maps.
     {ncols}
     {ax}
+    {show}
+    {return_fig}
     {save}
+    references
+        Old name of ``color`` (deprecated).
 
     Returns
     -------
-    The list of axes: one per reference, then the label map.
+    The list of axes (one per reference, then the label map) with ``show=False``; the Figure with
+    ``return_fig=True``; else ``None``.
     """
+    color = renamed(color, references, new="color", old="references")
     check_save(save)
     table = get_table(data, table_key)
     check_not_empty(table)
     check_obs_key(table, key, made_by="oc.tl.annotate")
     scores = _obsm_frame(table, scores_key(key), made_by="oc.tl.annotate", column="reference")
-    shown = _columns(scores, references, scores_key(key), "references")
+    shown = _columns(scores, color, scores_key(key), "color", "references")
     values = scores[shown].to_numpy(dtype=np.float64)
     check_finite(values, f"`.obsm[{scores_key(key)!r}]`")
     where = spots(data, spatial_key=spatial_key, image_key=image_key, table_key=table_key, size=size)
 
     fig, axes = panels(ax, len(shown) + int(labels), ncols=ncols)
     low, high = float(values.min()), float(values.max())
+    score = _score_name(table, key)
     for panel, reference in zip(axes, shown, strict=False):
-        spot_panel(panel, where, scores[reference].to_numpy(), title=str(reference), cmap=cmap, vmin=low, vmax=high)
+        values = scores[reference].to_numpy()
+        spot_panel(panel, where, values, title=str(reference), label=score, cmap=cmap, vmin=low, vmax=high)
     if labels:
         label = table.obs[key].astype("category")
-        colors = table.uns.get(colors_key(key))
-        if colors is not None and len(colors) != len(label.cat.categories):
-            colors = None
-        spot_panel(axes[-1], where, label, title=key, colors=colors)
-    save_figure(fig, save)
-    return axes
+        spot_panel(axes[-1], where, label, title=key, colors_of=(table, key))
+    return finish(fig, axes, show=show, return_fig=return_fig, save=save)
 
 
 @doc_params
 def proportions(
     data: AnnData | SpatialData,
     *,
+    color: str | Sequence[str] | None = None,
     key: str = PROPORTIONS_KEY,
-    cell_types: Sequence[str] | None = None,
     truth_key: str | None = None,
-    image_key: str | None = None,
+    image_key: str | Default | None = ONLY_IMAGE,
     spatial_key: str = SPATIAL_KEY,
     table_key: str | None = None,
     size: float | None = None,
     cmap: str = "viridis",
     ncols: int = 4,
-    ax=None,
+    ax: Axes | Sequence[Axes] | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
     save: str | os.PathLike | None = None,
-) -> list:
+    cell_types: Sequence[str] | None = None,
+) -> list[Axes] | Figure | None:
     """One panel per cell type: its estimated proportion in each spot, optionally beside the ground truth.
 
     Parameters
     ----------
     data
         AnnData or SpatialData with proportions from :func:`omiclip.tl.decompose`.
+    color
+        Cell types to show, one panel each (default: all).
     key
         ``.obsm`` DataFrame of proportions, one column per cell type.
-    cell_types
-        Cell types to show (default: all).
     truth_key
         ``.obsm`` DataFrame of known proportions (e.g. ``"true_proportions"`` of the synthetic data): each cell
         type's panel is followed by the truth on the same colour scale, and the estimate's title gives their
@@ -128,17 +152,23 @@ def proportions(
     {cmap}
     {ncols}
     {ax}
+    {show}
+    {return_fig}
     {save}
+    cell_types
+        Old name of ``color`` (deprecated).
 
     Returns
     -------
-    The list of axes: per cell type its estimate (and then its truth).
+    The list of axes (per cell type its estimate, and then its truth) with ``show=False``; the Figure with
+    ``return_fig=True``; else ``None``.
     """
+    color = renamed(color, cell_types, new="color", old="cell_types")
     check_save(save)
     table = get_table(data, table_key)
     check_not_empty(table)
     estimate = _obsm_frame(table, key, made_by="oc.tl.decompose", column="cell type")
-    shown = _columns(estimate, cell_types, key, "cell_types")
+    shown = _columns(estimate, color, key, "color", "cell types")
     check_finite(estimate[shown].to_numpy(dtype=np.float64), f"`.obsm[{key!r}]`")
     truth = None
     if truth_key is not None:
@@ -159,11 +189,13 @@ def proportions(
             true_values = truth[cell_type].to_numpy(dtype=np.float64)
             high = max(high, true_values.max())
             title = f"{cell_type} (PCC {pearson(values, true_values):.2f})"
-        spot_panel(next(panel), where, values, title=title, cmap=cmap, vmin=0.0, vmax=high)
+        spot_panel(next(panel), where, values, title=title, label="proportion", cmap=cmap, vmin=0.0, vmax=high)
         if truth is not None:
-            spot_panel(next(panel), where, true_values, title=f"{cell_type} (truth)", cmap=cmap, vmin=0.0, vmax=high)
-    save_figure(fig, save)
-    return axes
+            truth_title = f"{cell_type} (truth)"
+            spot_panel(
+                next(panel), where, true_values, title=truth_title, label="proportion", cmap=cmap, vmin=0.0, vmax=high
+            )
+    return finish(fig, axes, show=show, return_fig=return_fig, save=save)
 
 
 @doc_params
@@ -171,16 +203,19 @@ def predex(
     data: AnnData | SpatialData,
     predicted: AnnData | str,
     *,
-    genes: Sequence[str] | None = None,
+    color: str | Sequence[str] | None = None,
     layer: str | None = None,
-    image_key: str | None = None,
+    image_key: str | Default | None = ONLY_IMAGE,
     spatial_key: str = SPATIAL_KEY,
     table_key: str | None = None,
     size: float | None = None,
     cmap: str = "viridis",
-    ax=None,
+    ax: Sequence[Axes] | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
     save: str | os.PathLike | None = None,
-) -> list:
+    genes: Sequence[str] | None = None,
+) -> list[Axes] | Figure | None:
     """Measured and predicted expression side by side, one row per gene, with their Pearson correlation.
 
     Parameters
@@ -190,8 +225,8 @@ def predex(
     predicted
         The AnnData returned by :func:`omiclip.tl.predex` (its observations must be in ``data``; only they are
         drawn), or the ``key_added`` it wrote to ``.obsm``.
-    genes
-        Genes to show (default: the first four predicted).
+    color
+        Genes to show, one row each (default: the first four predicted).
     layer
         Layer of the measured expression (default ``X``).
     {image_key}
@@ -201,12 +236,18 @@ def predex(
     {cmap}
     ax
         Axes to draw into, two per gene (default: a new figure).
+    {show}
+    {return_fig}
     {save}
+    genes
+        Old name of ``color`` (deprecated).
 
     Returns
     -------
-    The list of axes: per gene the measured, then the predicted expression (titled with the PCC).
+    The list of axes (per gene the measured, then the predicted expression, titled with the PCC) with
+    ``show=False``; the Figure with ``return_fig=True``; else ``None``.
     """
+    genes = renamed(color, genes, new="color", old="genes")
     check_save(save)
     table = get_table(data, table_key)
     check_not_empty(table)
@@ -222,7 +263,7 @@ def predex(
             )
     genes = list(prediction.columns[:4]) if genes is None else ([genes] if isinstance(genes, str) else list(genes))
     if not genes:
-        raise ValueError("`genes` is empty.")
+        raise ValueError("`color` is empty; choose genes of the prediction.")
     not_predicted = [g for g in genes if g not in prediction.columns]
     if not_predicted:
         raise KeyError(f"Genes {not_predicted[:5]} were not predicted; pass them as `genes=` to `oc.tl.predex`.")
@@ -243,12 +284,14 @@ def predex(
     where = dataclasses.replace(where, xy=where.xy[rows])
 
     fig, axes = panels(ax, 2 * len(genes), ncols=2)
+    matrix = "X" if layer is None else layer
     for i, gene in enumerate(genes):
-        spot_panel(axes[2 * i], where, measured[:, i], title=f"{gene} measured", cmap=cmap)
+        spot_panel(
+            axes[2 * i], where, measured[:, i], title=f"{gene} measured", label=f"expression ({matrix})", cmap=cmap
+        )
         title = f"{gene} predicted (PCC {pearson(measured[:, i], expected[:, i]):.2f})"
-        spot_panel(axes[2 * i + 1], where, expected[:, i], title=title, cmap=cmap)
-    save_figure(fig, save)
-    return axes
+        spot_panel(axes[2 * i + 1], where, expected[:, i], title=title, label="predicted expression", cmap=cmap)
+    return finish(fig, axes, show=show, return_fig=return_fig, save=save)
 
 
 def _obsm_frame(table: AnnData, key: str, *, made_by: str | None, column: str) -> pd.DataFrame:
@@ -260,9 +303,17 @@ def _obsm_frame(table: AnnData, key: str, *, made_by: str | None, column: str) -
     return restore_names(frame)
 
 
-def _columns(frame: pd.DataFrame, chosen: Sequence[str] | None, key: str, param: str) -> list:
-    """The columns to draw, one panel each: ``chosen`` (the argument ``param``), or all of ``.obsm[key]``."""
-    what = param.replace("_", " ")
+def _score_name(table: AnnData, key: str) -> str:
+    """What the annotation scores are, for the colour bar: similarities, or probabilities with a temperature."""
+    try:
+        temperature = get_record(table, "annotate", key, made_by="oc.tl.annotate").get("temperature", "none")
+    except KeyError:
+        return "score"
+    return "cosine similarity" if str(temperature) == "none" else "softmax probability"
+
+
+def _columns(frame: pd.DataFrame, chosen: Sequence[str] | None, key: str, param: str, what: str) -> list:
+    """The columns to draw, one panel each: ``chosen`` (the argument ``param``: ``what``), or all of ``.obsm[key]``."""
     if len(frame.columns) == 0:
         raise ValueError(f"`.obsm[{key!r}]` has no columns, so there are no {what} to show.")
     if chosen is None:

@@ -1,9 +1,11 @@
-"""What every omiclip plot shares: panels, positions, the H&E behind the spots, spot maps, saving."""
+"""What every omiclip plot shares: panels, positions, the H&E behind the spots, spot maps, colours, showing."""
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,12 +13,30 @@ import pandas as pd
 from anndata import AnnData
 
 from omiclip._anndata import check_not_empty, get_coordinates, get_table, is_spatialdata
+from omiclip._keys import MICRONS_PER_UNIT_KEY, SPATIAL_KEY, colors_key
+from omiclip.pp._spot_geometry import VISIUM_SPOT_UM
 
 # longest side of an H&E image drawn behind spots: sharp in a figure, never the whole slide in memory
 BACKGROUND_PX = 2000
 # an affine that places the image may miss a spot by at most this fraction of the spot size
 _MAX_MISFIT = 0.25
 _LIBRARY = "omiclip"
+# spots over an image: opaque, with a thin white rim, so that low values (dark in most colour maps) stand out
+# against purple H&E; without an image no rim
+_RIM = {"edgecolor": "white", "linewidth": 0.4}
+
+
+class Default(enum.Enum):
+    """Arguments whose "not given" differs from ``None`` (scanpy's ``_empty``)."""
+
+    IMAGE = "the only image"
+
+    def __repr__(self) -> str:
+        return f"<{self.value}>"
+
+
+#: ``image_key`` not given: draw the image when the data hold exactly one (``None`` draws none)
+ONLY_IMAGE = Default.IMAGE
 
 
 def panels(ax, n: int, *, ncols: int = 4, size: float = 4.0):
@@ -39,6 +59,20 @@ def panels(ax, n: int, *, ncols: int = 4, size: float = 4.0):
     return axes[0].figure, axes
 
 
+def renamed(value, old_value, *, new: str, old: str):
+    """The value of argument ``new``, or of its old name ``old`` (accepted for one release, with a FutureWarning)."""
+    if old_value is None:
+        return value
+    if value is not None:
+        raise ValueError(f"Pass `{new}=` only: `{old}=` is its old name.")
+    warnings.warn(
+        f"`{old}=` is now `{new}=`, as in scanpy and squidpy; `{old}=` goes in the next release.",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return old_value
+
+
 def check_save(save: str | os.PathLike | None) -> None:
     """Fail before drawing, not after, when the figure could not be written to ``save``."""
     if not isinstance(save, str | os.PathLike):  # None, or a file object that matplotlib writes to
@@ -54,6 +88,23 @@ def save_figure(fig, save: str | os.PathLike | None) -> None:
     """Write the figure when a path is given."""
     if save is not None:
         fig.savefig(save, dpi=150, bbox_inches="tight")
+
+
+def finish(fig, axes, *, show: bool | None, return_fig: bool, save: str | os.PathLike | None):
+    """Save, show and return as scanpy does: the Figure with ``return_fig``; else shown (``show=None``) or the axes.
+
+    ``show=None`` shows the figure unless it is returned; a shown figure returns ``None``.
+    """
+    import matplotlib.pyplot as plt
+
+    save_figure(fig, save)
+    if show is None:
+        show = not return_fig
+    if show:
+        plt.show()
+    if return_fig:
+        return fig
+    return None if show else axes
 
 
 def positions(table: AnnData, key: str, *, made_by: str | None = None) -> np.ndarray:
@@ -117,8 +168,42 @@ def has_image(data, image_key: str) -> bool:
     return False
 
 
-def background(data, image_key: str, *, spatial_key: str = "spatial", table_key: str | None = None) -> Background:
-    """The image ``image_key`` of ``data`` in the coordinates ``.obsm[spatial_key]`` of its table.
+def holds_one_image(data) -> bool:
+    """Whether the image to draw is unambiguous: a SpatialData with one image, a Visium AnnData with one library."""
+    if is_spatialdata(data):
+        return len(data.images) == 1
+    if isinstance(data, AnnData):
+        libraries = data.uns.get("spatial") or {}
+        return len(libraries) == 1 and bool(next(iter(libraries.values())).get("images"))
+    return False
+
+
+def image_behind(
+    data, image_key: str | Default | None, *, spatial_key: str = SPATIAL_KEY, table_key: str | None = None
+) -> Background | None:
+    """The image to draw under the spots: ``image_key``; by default (:data:`ONLY_IMAGE`) the only one; ``None``: none.
+
+    When the only image cannot be placed under the spots, the plot goes on without it and says why.
+    """
+    if image_key is None:
+        return None
+    if image_key is not ONLY_IMAGE:
+        return background(data, image_key, spatial_key=spatial_key, table_key=table_key)
+    if not holds_one_image(data):
+        return None
+    try:
+        return background(data, None, spatial_key=spatial_key, table_key=table_key)
+    except (KeyError, ValueError) as err:
+        warnings.warn(
+            f"Drawing without the image: {err} Pass `image_key=None` to leave the image out.", UserWarning, stacklevel=3
+        )
+        return None
+
+
+def background(
+    data, image_key: str | None, *, spatial_key: str = SPATIAL_KEY, table_key: str | None = None
+) -> Background:
+    """The image ``image_key`` (``None``: the only one) of ``data`` in the coordinates ``.obsm[spatial_key]``.
 
     Read through :func:`omiclip.pp.tiles`, so spots land on the image exactly as their tiles were cut. The
     affine from image pixels to ``spatial_key`` is fitted on the spots' tile centres, so it holds whatever
@@ -204,26 +289,80 @@ class Spots:
 def spots(
     data,
     *,
-    spatial_key: str = "spatial",
-    image_key: str | None = None,
+    spatial_key: str = SPATIAL_KEY,
+    image_key: str | Default | None = ONLY_IMAGE,
     table_key: str | None = None,
     size: float | None = None,
 ) -> Spots:
-    """Positions, size, shape and the optional image of a table's spots (see :class:`Spots`).
+    """Positions, size, shape and the image underneath of a table's spots (see :class:`Spots`).
 
-    Without an image or ``size``, the diameter is the median distance to the nearest spot, which fills the
-    tissue the way an image would.
+    Spots are drawn at their physical size: ``size``, else the size of their tiles on the image, else the size the
+    data record (:func:`recorded_diameter`); only when nothing records it, the median distance to the nearest
+    spot.
     """
     table = get_table(data, table_key)
     xy = positions(table, spatial_key)
-    image = background(data, image_key, spatial_key=spatial_key, table_key=table_key) if image_key else None
+    image = image_behind(data, image_key, spatial_key=spatial_key, table_key=table_key)
     if size is not None:
         diameter = float(size)
     elif image is not None:
         diameter = image.spot_size
     else:
-        diameter = _nearest_neighbour_distance(xy)
+        diameter = recorded_diameter(data, table, xy) or _nearest_neighbour_distance(xy)
     return Spots(xy=xy, diameter=diameter, shape=_spot_shape(data, table), image=image)
+
+
+def recorded_diameter(data, table: AnnData, xy: np.ndarray) -> float | None:
+    """The spots' diameter (or square side) in the units of ``xy``, as the data record it, or ``None``.
+
+    Read from the table's spot shapes (circles' radius, squares' side) in SpatialData; from Visium's
+    ``spot_diameter_fullres`` in an AnnData, or its ``.uns["microns_per_unit"]`` and the 55 µm Visium spot. These
+    are in the units of the shapes or of ``.obsm["spatial"]``; they are carried to ``xy`` by the affine between
+    the two (so aligned coordinates get the size too), and left out when ``xy`` is no affine image of them.
+    """
+    recorded = _recorded_size(data, table)
+    if recorded is None:
+        return None
+    diameter, own_xy = recorded
+    move, misfit = _fit_affine(own_xy, xy) if len(xy) >= 3 else (np.eye(3), 0.0)
+    diameter *= _scale(move)
+    return diameter if misfit <= _MAX_MISFIT * diameter else None
+
+
+def _recorded_size(data, table: AnnData) -> tuple[float, np.ndarray] | None:
+    """A recorded spot diameter and the positions it is measured against (see :func:`recorded_diameter`)."""
+    if is_spatialdata(data):
+        from omiclip.pp._spot_geometry import spot_centres_and_size
+
+        shapes_key = _region(data, table)
+        instance_key = table.uns.get("spatialdata_attrs", {}).get("instance_key")
+        if shapes_key is None or instance_key not in table.obs or len(data.shapes[shapes_key]) == 0:
+            return None
+        shapes = data.shapes[shapes_key]
+        ids = table.obs[instance_key].to_numpy()
+        if not pd.Index(ids).isin(shapes.index).all():
+            return None
+        centres, size = spot_centres_and_size(data, shapes.loc[ids], shapes_key)
+        return size, centres
+    if SPATIAL_KEY not in table.obsm:
+        return None
+    libraries = table.uns.get("spatial") or {}
+    scalefactors = next(iter(libraries.values())).get("scalefactors", {}) if len(libraries) == 1 else {}
+    own_xy = np.asarray(table.obsm[SPATIAL_KEY], dtype=np.float64)[:, :2]
+    if "spot_diameter_fullres" in scalefactors:
+        return float(scalefactors["spot_diameter_fullres"]), own_xy
+    microns_per_unit = table.uns.get(MICRONS_PER_UNIT_KEY)
+    if microns_per_unit and {"array_row", "array_col"} <= set(table.obs.columns):  # a Visium table
+        return VISIUM_SPOT_UM / float(microns_per_unit), own_xy
+    return None
+
+
+def _region(data, table: AnnData) -> str | None:
+    """The one shapes element a SpatialData table annotates, if any."""
+    regions = np.atleast_1d(table.uns.get("spatialdata_attrs", {}).get("region", []))
+    if len(regions) != 1 or str(regions[0]) not in data.shapes:
+        return None
+    return str(regions[0])
 
 
 def _nearest_neighbour_distance(xy: np.ndarray) -> float:
@@ -238,12 +377,10 @@ def _nearest_neighbour_distance(xy: np.ndarray) -> float:
 
 def _spot_shape(data, table: AnnData) -> str:
     """Squares for tables of grid tiles (polygon shapes), circles otherwise."""
-    if not is_spatialdata(data):
+    region = _region(data, table) if is_spatialdata(data) else None
+    if region is None:
         return "circle"
-    regions = np.atleast_1d(table.uns.get("spatialdata_attrs", {}).get("region", []))
-    if len(regions) != 1 or str(regions[0]) not in data.shapes:
-        return "circle"
-    shapes = data.shapes[str(regions[0])]
+    shapes = data.shapes[region]
     return "circle" if "radius" in shapes or len(shapes) == 0 else "square"
 
 
@@ -253,16 +390,19 @@ def spot_panel(
     values: pd.Series | np.ndarray,
     *,
     title: str,
+    label: str | None = None,
     cmap: str | None = "viridis",
     vmin: float | None = None,
     vmax: float | None = None,
-    alpha: float | None = None,
-    colors: list[str] | None = None,
+    alpha: float = 1.0,
+    colors_of: tuple[AnnData, str] | None = None,
 ) -> None:
     """One value per spot, drawn by squidpy's ``spatial_scatter`` over the optional H&E image.
 
     squidpy places images only by a scale factor, so the image (which may need a rotation) is drawn here
-    first and squidpy only adds the spots; ``colors`` are the categories' colours of a categorical.
+    first and squidpy only adds the spots. Numbers get a colour bar titled ``label``, as tall as the map.
+    A categorical takes its colours from ``.uns[f"{key}_colors"]`` of ``colors_of = (table, key)`` and, as
+    scanpy does, writes them there when they are missing or do not fit.
     """
     import squidpy as sq
 
@@ -276,8 +416,8 @@ def spot_panel(
     plotted.uns["spatial"] = {
         _LIBRARY: {"images": {}, "scalefactors": {"spot_diameter_fullres": where.diameter, "tissue_hires_scalef": 1.0}}
     }
-    if colors is not None:
-        plotted.uns["value_colors"] = list(colors)
+    if colors_of is not None and colors_key(colors_of[1]) in colors_of[0].uns:
+        plotted.uns["value_colors"] = list(colors_of[0].uns[colors_key(colors_of[1])])
     sq.pl.spatial_scatter(
         plotted,
         color="value",
@@ -289,7 +429,54 @@ def spot_panel(
         cmap=cmap,
         vmin=vmin,
         vmax=vmax,
-        alpha=alpha if alpha is not None else (0.7 if where.image is not None else 1.0),
+        alpha=alpha,
         frameon=False,
+        colorbar=False,
+        **(_RIM if where.image is not None else {}),
     )
     frame(ax, where.xy, where.diameter)
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        if colors_of is not None:
+            keep_colors(colors_of[0], colors_of[1], list(plotted.uns["value_colors"]))
+    else:
+        colorbar(ax, ax.collections[-1], label)
+
+
+def rgb_spots(ax, where: Spots, colours, *, scale: float = 1.0, **style):
+    """Spots coloured by an RGB colour each, at ``scale`` times their diameter in data units (over the image, if any).
+
+    squidpy colours spots by one value, not by an RGB colour each, so these are a matplotlib collection of circles
+    sized in data units (``units="xy"``), as squidpy's are.
+    """
+    from matplotlib.collections import EllipseCollection
+
+    diameter = np.full(len(where.xy), scale * where.diameter)
+    if where.image is not None:
+        style = {**_RIM, **style}
+    collection = EllipseCollection(
+        diameter,
+        diameter,
+        np.zeros(len(where.xy)),
+        units="xy",
+        offsets=where.xy,
+        offset_transform=ax.transData,
+        facecolors=colours,
+        **style,
+    )
+    ax.add_collection(collection)
+    return collection
+
+
+def keep_colors(table: AnnData, key: str, colors: list) -> None:
+    """Write the colours scanpy chose for ``.obs[key]`` to the table, unless the same are there."""
+    stored = table.uns.get(colors_key(key))
+    if stored is None or list(stored) != colors:
+        table.uns[colors_key(key)] = colors
+
+
+def colorbar(ax, mappable, label: str | None):
+    """A colour bar beside ``ax``, exactly as tall as the map (a fixed-aspect map is shorter than its axes)."""
+    bar = ax.figure.colorbar(mappable, cax=ax.inset_axes([1.03, 0.0, 0.04, 1.0]))
+    if label:
+        bar.set_label(label)
+    return bar

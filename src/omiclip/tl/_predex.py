@@ -10,7 +10,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from omiclip import _logging as logg
-from omiclip._anndata import get_expression, obsm_frame, reference_pair
+from omiclip._anndata import get_expression, get_table, obsm_frame, reference_pair, working_copy
 from omiclip._core.similarity import Weighting, weighted_average
 from omiclip._docs import doc_params
 from omiclip._keys import PREDICTED_KEY, claim, record
@@ -38,8 +38,9 @@ def predex(
     key_added: str | None = None,
     table_key: str | None = None,
     reference_table_key: str | None = None,
+    copy: bool = False,
     progress: bool = True,
-) -> AnnData:
+) -> AnnData | SpatialData:
     """Predict expression from H&E: a similarity-weighted mean of reference spots' expression (Loki PredEx).
 
     ``prediction_q = sum_j s_qj x_j / sum_j s_qj`` (paper eq. 16), where ``s_qj`` is the similarity between
@@ -48,6 +49,11 @@ def predex(
     ones included. Options: the ``k`` most similar spots only, softmax weights with a temperature, or
     negative weights clipped to zero. Computed in blocks of queries, so memory stays bounded for large
     references; with ``k`` the full query × reference matrix is never built.
+
+    The official rule averages whatever matrix it is given, and so does this function: ``X`` by default, or
+    ``layer``. Averaging raw counts lets the deepest spots dominate; when the averaged matrix looks like raw
+    counts (whole numbers, largest at least 20) a warning says so — normalise and log1p the reference
+    (``sc.pp.normalize_total``, ``sc.pp.log1p``) or pass such a ``layer``.
 
     Parameters
     ----------
@@ -60,7 +66,7 @@ def predex(
     n_top_genes
         Number of genes when ``genes`` is not given.
     layer
-        Reference expression layer (default ``X``), e.g. normalised log counts.
+        Reference expression to average: ``.layers[layer]``, e.g. normalised log counts (default ``X``).
     use_rep
         Query embedding in ``.obsm``.
     reference_rep
@@ -76,17 +82,27 @@ def predex(
     block_size
         Queries per block.
     key_added
-        Also write the prediction to ``query.obsm[key_added]`` (DataFrame, genes as columns; a "/" in a name is
-        written as "∕").
+        Also write the prediction into the query table, as ``.obsm[key_added]`` (DataFrame, genes as columns; a
+        "/" in a name is written as "∕").
     {table_key}
     {reference_table_key}
+    copy
+        Write ``.obsm[key_added]`` (default key ``"omiclip_predex"``) into a copy of ``query`` and return that
+        copy; ``query`` is left as it was.
     {progress}
 
     Returns
     -------
     AnnData of predicted expression, query observations × genes, with ``uns["omiclip"]["predex"][key]``
-    (parameters; ``key``: ``key_added``, default ``"omiclip_predex"``). With ``key_added`` the query table gets
-    ``.obsm[key_added]`` and that record too.
+    (parameters, and ``matrix``: ``"X"`` or ``"layers/{layer}"``, the reference matrix averaged; ``key``:
+    ``key_added``, default ``"omiclip_predex"``). With ``copy=True``, a copy of ``query`` instead.
+    Writes to the query table (``query`` itself, or with ``copy=True`` its copy) when ``key_added`` is given
+    or ``copy=True``:
+
+    ``.obsm[key_added]``
+        DataFrame of the predicted expression.
+    ``.uns["omiclip"]["predex"][key_added]``
+        The same record.
     """
     query_table, reference_table, query_emb, reference_emb = reference_pair(
         query, reference, use_rep, reference_rep, table_key=table_key, reference_table_key=reference_table_key
@@ -97,9 +113,11 @@ def predex(
         if clip_negative:
             raise ValueError("Softmax weights are never negative: `clip_negative` applies to raw weights only.")
     check_optional_int("k", k, min=1, max=reference_table.n_obs)
-    if key_added is not None:
-        claim(query_table, [("obsm", key_added)], reads=[("obsm", use_rep)])
+    written = key_added if key_added is not None else (PREDICTED_KEY if copy else None)
+    if written is not None:
+        claim(query_table, [("obsm", written)], reads=[("obsm", use_rep)])
     expression, genes = _reference_expression(reference_table, genes, n_top_genes, layer)
+    _warn_if_raw_counts(expression, layer)
 
     start = logg.info(
         f"predicting {len(genes)} genes for {query_table.n_obs} observations from {reference_table.n_obs} references"
@@ -121,18 +139,40 @@ def predex(
         "use_rep": use_rep,
         "reference_rep": reference_rep,
         "layer": layer,
+        "matrix": "X" if layer is None else f"layers/{layer}",
         "k": k if k is not None else "all",
         "weighting": weighting,
         "temperature": temperature,
         "clip_negative": clip_negative,
     }
-    key = key_added or PREDICTED_KEY
-    record(result, "predex", key, params)
-    if key_added is not None:
-        query_table.obsm[key_added] = obsm_frame(predicted, query_table, genes)
-        record(query_table, "predex", key, {**params, "key_added": key_added})
-    logg.finished(start, [(key_added, "predicted expression (obsm)")] if key_added else None)
-    return result
+    record(result, "predex", written or PREDICTED_KEY, params)
+    if written is not None:
+        query = working_copy(query, copy)
+        query_table = get_table(query, table_key)
+        query_table.obsm[written] = obsm_frame(predicted, query_table, genes)
+        record(query_table, "predex", written, {**params, "key_added": written})
+    logg.finished(start, [(written, "predicted expression (obsm)")] if written else None)
+    return query if copy else result
+
+
+# whole numbers this large are counts: normalised log1p values stay below ~10
+_RAW_COUNT_MIN_MAX = 20
+
+
+def _warn_if_raw_counts(expression: np.ndarray, layer: str | None) -> None:
+    """Warn when the averaged matrix looks like raw counts: whole numbers only, the largest ≥ 20."""
+    largest = float(expression.max(initial=0.0))
+    if largest < _RAW_COUNT_MIN_MAX or not np.array_equal(expression, np.round(expression)):
+        return
+    where = "`.X`" if layer is None else f"`.layers[{layer!r}]`"
+    warnings.warn(
+        f"The reference matrix averaged, {where}, looks like raw counts (whole numbers, up to {largest:.0f}), so "
+        "the deepest spots dominate the prediction. The official rule averages it as given; to predict normalised "
+        "expression, run `sc.pp.normalize_total` and `sc.pp.log1p` on the reference, or pass such a matrix as "
+        "`layer=`.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _warn_if_weights_not_positive(weight_sums: np.ndarray) -> None:
