@@ -146,16 +146,24 @@ def throughput(args):
         return part.tables["table"].obsm["X_omiclip_image"]
 
     rows, images, texts = [], {}, {}
+
+    def done(row):  # printed as soon as measured: a run cut short still leaves its figures
+        rows.append(row)
+        made = (images if row["tower"] == "image" else texts) if row["model"] == "coca_ViT-L-14" else {}
+        if row["precision"] != "fp32" and "fp32" in made and row["precision"] in made:
+            row["min_cosine_now"] = min_cosine(made["fp32"], made[row["precision"]])
+        print(json.dumps(row), flush=True)
+
     tiny = oc.models.load("omiclip-tiny", device=args.device)
     embed_images(tiny, 4, "fp32")  # warm-up
     _, seconds = timed(embed_images, tiny, table.n_obs, "fp32")
-    rows.append({"model": "omiclip-tiny", "tower": "image", "precision": "fp32", "n": table.n_obs, "seconds": seconds})
+    done({"model": "omiclip-tiny", "tower": "image", "precision": "fp32", "n": table.n_obs, "seconds": seconds})
 
     full = full_architecture(args.device)
     for precision in args.precisions:
         embed_images(full, 2, precision)  # warm-up (and, for bf16 on CPU, the first weight cast)
         images[precision], seconds = timed(embed_images, full, args.full_tiles, precision)
-        rows.append(
+        done(
             {
                 "model": "coca_ViT-L-14",
                 "tower": "image",
@@ -168,7 +176,7 @@ def throughput(args):
         tiles = oc.pp.tiles(subset(args.full_tiles))
         encode_on_gpu(full, oc.pp.tiles(subset(args.batch_size)), args.batch_size)  # warm-up
         images["bf16, GPU preprocessing"], seconds = timed(encode_on_gpu, full, tiles, args.batch_size)
-        rows.append(
+        done(
             {
                 "model": "coca_ViT-L-14",
                 "tower": "image",
@@ -183,7 +191,7 @@ def throughput(args):
         texts[precision], seconds = timed(
             full.encode_text, sentences, precision=precision, batch_size=args.text_batch_size
         )
-        rows.append(
+        done(
             {"model": "coca_ViT-L-14", "tower": "text", "precision": precision, "n": len(sentences), "seconds": seconds}
         )
 
