@@ -108,7 +108,7 @@ def align(
     mode
         ``"rigid"`` (official output) or ``"nonrigid"``.
     flavor
-        ``"loki"``: the official algorithm. ``"omiclip"``: more accurate (:mod:`omiclip._core.align_omiclip`; measured
+        ``"loki"``: the official algorithm. ``"omiclip"``: more accurate (``omiclip._core.align_omiclip``; measured
         in ``benchmarks/align_flavors.py``): both sections in the target's units with one robust length unit
         (``scaling`` is not used; the sections must be in the same units, or both tables must have
         ``uns["microns_per_unit"]``), a σ² of its own for the coordinates and for each PC, an outlier weight ``w``
