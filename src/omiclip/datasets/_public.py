@@ -5,6 +5,8 @@ from numbers import Integral, Real
 import numpy as np
 from anndata import AnnData
 
+from omiclip._validate import check_memory
+
 from ._spatialdata import build_sdata
 from ._synthetic import SPOT_DIAMETER_UM, SectionParams, simulate_reference, simulate_section
 from ._tissue_biology import DOMAINS
@@ -77,6 +79,9 @@ def synthetic_tissue(
     _check_tissue(size_um, n_domains)
     _check_number(um_per_px=um_per_px, dispersion=dispersion)
     _check_number(deformation=deformation, position_noise_um=position_noise_um, zero=True)
+    if image:  # rendering holds a few float64 planes of the whole image at once: about 80 bytes per pixel
+        n_px = size_um / um_per_px
+        check_memory("um_per_px", um_per_px, 80 * n_px**2, f"a {n_px:.0f} × {n_px:.0f} px image of {size_um:g} µm")
     params = SectionParams(
         seed=seed,
         section=section,

@@ -13,8 +13,8 @@ from anndata import AnnData
 from omiclip._anndata import check_not_empty, check_same_dim, get_rep, get_table
 from omiclip._docs import doc_params
 from omiclip._keys import SPATIAL_KEY, embedding_key
-from omiclip._validate import check_choice
-from omiclip.pl._utils import check_finite, check_save, frame, panels, positions, save_figure
+from omiclip._validate import check_choice, check_int
+from omiclip.pl._utils import check_finite, check_layout, check_save, frame, panels, positions, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -91,6 +91,7 @@ def embedding_rgb(
     The matplotlib axes.
     """
     check_save(save)
+    check_layout(size=size)
     table = get_table(data, table_key)
     xy = positions(table, spatial_key)
     colours = pcs_as_rgb(get_rep(table, use_rep))
@@ -153,6 +154,9 @@ def embedding(
     import scanpy as sc
 
     check_save(save)
+    check_layout(size=size, ncols=ncols)
+    check_int("n_neighbors", n_neighbors, min=2)
+    check_int("seed", seed, min=0)
     table = get_table(data, table_key)
     check_not_empty(table)
     reps = _embeddings_to_map(table, use_rep)

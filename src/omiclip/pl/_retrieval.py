@@ -13,6 +13,7 @@ from anndata import AnnData
 from omiclip._anndata import as_names, get_table, is_spatialdata
 from omiclip._docs import doc_params
 from omiclip._keys import RETRIEVED_KEY, get_record, scores_key
+from omiclip._validate import check_int
 from omiclip.pl._utils import check_save, panels, save_figure
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ def retrieval(
     The list of axes, row by row: the query tile, then its retrieved tiles best first.
     """
     check_save(save)
+    check_int("n", n, min=1)
     query_table = get_table(query, table_key)
     reference_table = get_table(reference, reference_table_key)
     for name in (key, scores_key(key)):

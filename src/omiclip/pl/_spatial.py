@@ -16,7 +16,7 @@ from omiclip._anndata import check_not_empty, check_obs_key, get_table, restore_
 from omiclip._docs import doc_params
 from omiclip._keys import ANNOTATION_KEY, PROPORTIONS_KEY, SPATIAL_KEY, colors_key, scores_key
 from omiclip.metrics import pearson
-from omiclip.pl._utils import check_finite, check_save, panels, save_figure, spot_panel, spots
+from omiclip.pl._utils import check_finite, check_layout, check_save, panels, save_figure, spot_panel, spots
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -68,6 +68,7 @@ def annotation(
     The list of axes: one per reference, then the label map.
     """
     check_save(save)
+    check_layout(size=size, ncols=ncols)
     table = get_table(data, table_key)
     check_not_empty(table)
     check_obs_key(table, key, made_by="oc.tl.annotate")
@@ -135,6 +136,7 @@ def proportions(
     The list of axes: per cell type its estimate (and then its truth).
     """
     check_save(save)
+    check_layout(size=size, ncols=ncols)
     table = get_table(data, table_key)
     check_not_empty(table)
     estimate = _obsm_frame(table, key, made_by="oc.tl.decompose", column="cell type")
@@ -208,6 +210,7 @@ def predex(
     The list of axes: per gene the measured, then the predicted expression (titled with the PCC).
     """
     check_save(save)
+    check_layout(size=size)
     table = get_table(data, table_key)
     check_not_empty(table)
     prediction = _prediction(table, predicted)

@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from omiclip._anndata import check_not_empty, get_coordinates, get_table, is_spatialdata
+from omiclip._validate import check_int, check_number
 
 # longest side of an H&E image drawn behind spots: sharp in a figure, never the whole slide in memory
 BACKGROUND_PX = 2000
@@ -37,6 +38,14 @@ def panels(ax, n: int, *, ncols: int = 4, size: float = 4.0):
     if len(axes) != n:
         raise ValueError(f"This plot has {n} panels, but `ax` holds {len(axes)} axes.")
     return axes[0].figure, axes
+
+
+def check_layout(*, size: float | None = None, ncols: int | None = None) -> None:
+    """The marker size (``None``: the default) and panels per row, checked before drawing."""
+    if size is not None:
+        check_number("size", size, min=0, min_inclusive=False)
+    if ncols is not None:
+        check_int("ncols", ncols, min=1)
 
 
 def check_save(save: str | os.PathLike | None) -> None:
