@@ -538,11 +538,6 @@ CLI_CASES = [
     ("embed-batch_size-zero", ["embed", "{store}", "--modality", "text", "--batch-size", "0"], ["batch_size"]),
     ("embed-batch_size-float", ["embed", "{store}", "--modality", "text", "--batch-size", "2.5"], ["--batch-size"]),
     ("embed-key_added-spatial", ["embed", "{store}", "--modality", "image", "--key-added", "spatial"], ["spatial"]),
-    (
-        "embed-key_added-input",
-        ["embed", "{store}", "--modality", "text", "--key-added", "X_omiclip_image"],
-        ["X_omiclip_image"],
-    ),
     ("embed-table", ["embed", "{store}", "--modality", "text", "--table", "nope"], ["nope"]),
     ("embed-missing-store", ["embed", "{tmp}/nope.zarr", "--modality", "text"], ["nope.zarr"]),
     ("embed-regular-file", ["embed", "{tmp}/notes.txt", "--modality", "text"], ["notes.txt"]),
