@@ -588,5 +588,14 @@ def test_command_line_refuses(inputs, argv, words, capsys, monkeypatch):
     assert not (inputs.tmp / "demo").exists() or not any((inputs.tmp / "demo").iterdir())
 
 
+def test_cohort_names_the_damaged_file(inputs, recwarn):
+    """A damaged store is a failed row of the summary whose error names the store and the file, not a crash."""
+    damaged = _corrupt_root(inputs)
+    summary = oc.tl.embed_cohort([damaged], model=inputs.model, progress=False)
+    error = summary.loc[str(damaged), "error"]
+    assert summary.loc[str(damaged), "status"] == "failed"
+    assert "zarr.json" in error and str(damaged) in error
+
+
 def test_case_count():
     assert len(CASES) + len(CLI_CASES) >= 100

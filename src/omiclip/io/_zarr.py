@@ -169,6 +169,13 @@ def recover(path: str | os.PathLike) -> None:
     Returns
     -------
     ``None``; an element caught between two renames is put back and the staging folder removed.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        ``path`` is not a zarr store (a regular file, or a folder without ``zarr.json``).
     """
     store = check_store(path)
     staging = store / STAGING
