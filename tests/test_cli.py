@@ -33,7 +33,7 @@ def test_embed_writes_into_the_store(store):
 
 def test_bad_input_is_one_line_and_leaves_the_store_alone(store, tmp_path, capsys):
     assert main(["embed", str(tmp_path / "missing.zarr"), "--modality", "text"]) == 1
-    assert "no such folder" in capsys.readouterr().err
+    assert "missing.zarr does not exist" in capsys.readouterr().err
     assert main(["embed", store, "--modality", "image", "--model", "omiclip-tiny", "--image-key", "nope"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("omiclip embed: error:") and "nope" in err and "\n" not in err

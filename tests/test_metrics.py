@@ -28,7 +28,7 @@ def test_recall_at_k_random_is_chance():
 def test_recall_at_k_errors():
     with pytest.raises(ValueError, match="paired"):
         oc.metrics.recall_at_k(np.ones((3, 2)), np.ones((4, 2)), 1)
-    with pytest.raises(ValueError, match="k must be"):
+    with pytest.raises(ValueError, match="`k` must be"):
         oc.metrics.recall_at_k(np.ones((3, 2)), np.ones((3, 2)), 5)
 
 

@@ -143,13 +143,9 @@ class _Version(argparse.Action):
 
 
 def _read(path: str):
-    from pathlib import Path
+    from omiclip.io._zarr import read_store
 
-    import spatialdata as sd
-
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"{path} is not a zarr store (no such folder).")
-    return sd.read_zarr(path)
+    return read_store(path)
 
 
 def _embed(args) -> int:

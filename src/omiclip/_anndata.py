@@ -105,9 +105,24 @@ def get_rep(adata: AnnData, use_rep: str, *, made_by: str = "oc.tl.embed") -> np
     rep = np.asarray(adata.obsm[use_rep], dtype=np.float32)
     if rep.ndim != 2 or rep.shape[0] != adata.n_obs:
         raise ValueError(f"`.obsm[{use_rep!r}]` must be (n_obs, dim), got shape {rep.shape}.")
-    if not np.isfinite(rep).all():
-        raise ValueError(f"`.obsm[{use_rep!r}]` has {int((~np.isfinite(rep)).any(axis=1).sum())} rows with NaN/inf.")
+    check_embeddings(rep, f"`.obsm[{use_rep!r}]`")
     return rep
+
+
+def check_embeddings(vectors: np.ndarray, where: str) -> None:
+    """The one rule for every embedding omiclip reads: each row finite and not all zero (it has no direction).
+
+    ``where`` names the embeddings in the error (e.g. "`.obsm['X_omiclip_text']`").
+    """
+    bad_values = ~np.isfinite(vectors).all(axis=1)
+    zero = ~bad_values & ~vectors.any(axis=1)
+    if bad_values.any() or zero.any():
+        rows = np.flatnonzero(bad_values | zero)
+        raise ValueError(
+            f"{where} has {int(bad_values.sum())} rows with NaN/inf and {int(zero.sum())} all-zero rows (rows "
+            f"{rows[:5].tolist()}{', ...' if len(rows) > 5 else ''}): an embedding needs a direction. Embed those "
+            "observations again, or drop them."
+        )
 
 
 def get_coordinates(

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 
 
 def info(msg: str, *, time: datetime | None = None, deep: str | None = None) -> datetime:
     """Log at info level; returns the time, for ``time=`` of the closing message."""
     if "scanpy" not in sys.modules:
         # nobody can have raised scanpy's verbosity (default: warnings only) without importing it, so the
-        # message would be dropped anyway: skip importing scanpy (1-2 s), e.g. on a Dask worker
-        return datetime.now()
+        # message would be dropped anyway: skip importing scanpy (1-2 s), e.g. on a Dask worker. Aware, as
+        # scanpy's times are: a step that imports scanpy later subtracts this from one of them
+        return datetime.now(UTC)
     from scanpy import logging
 
     return logging.info(msg, time=time, deep=deep)

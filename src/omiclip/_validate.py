@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Collection
 from typing import Any
 
@@ -48,6 +49,33 @@ def check_number(
             f"`{name}` must be a finite number{_bounds(min, max, min_inclusive, max_inclusive)}, got {value!r}."
         )
     return float(value)
+
+
+def available_memory() -> int:
+    """Bytes of memory free on this machine now (psutil when installed, else the operating system's page counts)."""
+    try:
+        import psutil
+    except ImportError:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return int(psutil.virtual_memory().available)
+
+
+def check_memory(name: str, value: Any, n_bytes: float, what: str) -> None:
+    """Refuse ``value`` of parameter ``name`` when ``what`` would need more than the free memory (``n_bytes``).
+
+    Called before the allocation, so that a mistyped size is an error that says what it costs rather than a
+    ``MemoryError`` (or the system killing the process) later.
+    """
+    free = available_memory()
+    if n_bytes > free:
+        raise ValueError(
+            f"`{name}={value!r}` would need {_gib(n_bytes)} for {what}, more than the {_gib(free)} of memory free "
+            f"on this machine. Check `{name}` (and the units it is in)."
+        )
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.3g} GiB"
 
 
 def _in_range(value, low, high, low_inclusive: bool = True, high_inclusive: bool = True) -> bool:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from anndata import AnnData
 
-from omiclip._validate import check_int, check_number
+from omiclip._validate import check_int, check_memory, check_number
 
 from ._spatialdata import build_sdata
 from ._synthetic import SPOT_DIAMETER_UM, SectionParams, simulate_reference, simulate_section
@@ -79,6 +79,9 @@ def synthetic_tissue(
     check_number("dispersion", dispersion, min=0, min_inclusive=False)
     check_number("deformation", deformation, min=0)
     check_number("position_noise_um", position_noise_um, min=0)
+    if image:  # rendering holds a few float64 planes of the whole image at once: about 80 bytes per pixel
+        n_px = size_um / um_per_px
+        check_memory("um_per_px", um_per_px, 80 * n_px**2, f"a {n_px:.0f} × {n_px:.0f} px image of {size_um:g} µm")
     params = SectionParams(
         seed=seed,
         section=section,

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
@@ -90,6 +92,70 @@ def write_elements(sdata: SpatialData, names: str | Sequence[str]) -> None:
         sdata.write_consolidated_metadata()
 
 
+def read_store(path: str | os.PathLike) -> SpatialData:
+    """:func:`spatialdata.read_zarr`, with errors that name the store, the damaged element and its file.
+
+    A missing path, a regular file and a folder without zarr metadata are refused before reading. When reading
+    fails, the store's metadata files are parsed and its tables' arrays read one by one to find what is damaged
+    (images stay lazy: a damaged image chunk shows when its tiles are read).
+    """
+    import spatialdata as sd
+
+    store = check_store(path)
+    try:
+        return sd.read_zarr(store)
+    except Exception as err:
+        damaged = _damaged(store)
+        if damaged is None:
+            raise
+        raise ValueError(
+            f"Cannot read the zarr store {store}: {damaged} is damaged ({type(err).__name__}: {err}). Restore it "
+            "from a copy, or write that element again."
+        ) from err
+
+
+def check_store(path: str | os.PathLike) -> Path:
+    """``path`` as a :class:`~pathlib.Path`, when it is a zarr store (a folder with zarr metadata)."""
+    store = Path(path).expanduser()
+    if not store.exists():
+        raise FileNotFoundError(f"The zarr store {store} does not exist.")
+    if not store.is_dir() or not any((store / name).is_file() for name in ("zarr.json", ".zgroup", ".zattrs")):
+        raise ValueError(f"{store} is not a zarr store (a folder with a zarr.json); give the path of a store.")
+    return store
+
+
+def _damaged(store: Path) -> str | None:
+    """The first element and file of ``store`` that cannot be read, described; ``None`` when all can."""
+    import json
+
+    import zarr
+
+    metadata = sorted(store.rglob("zarr.json"), key=lambda f: len(f.parts))
+    for file in metadata:
+        try:
+            json.loads(file.read_text())
+        except (ValueError, UnicodeDecodeError):
+            return _describe(store, file)
+    for file in metadata:
+        relative = file.parent.relative_to(store)
+        if relative.parts[:1] != ("tables",) or json.loads(file.read_text()).get("node_type") != "array":
+            continue
+        array = zarr.open_array(file.parent, mode="r")
+        for block in np.ndindex(*array.cdata_shape):
+            try:
+                array.blocks[block]
+            except Exception:  # noqa: BLE001 - any failure to decode a chunk is what is looked for
+                chunk = file.parent / "c" / "/".join(map(str, block))
+                return _describe(store, chunk if chunk.exists() else file.parent)
+    return None
+
+
+def _describe(store: Path, file: Path) -> str:
+    relative = file.relative_to(store)
+    element = "/".join(relative.parts[:2]) if len(relative.parts) > 2 else "the store's root"
+    return f"element {element!r} (file {relative})" if element != "the store's root" else f"the root (file {relative})"
+
+
 def recover(path: str | os.PathLike) -> None:
     """Finish or undo a :func:`write_elements` that was interrupted, so that the store reads as before.
 
@@ -103,8 +169,15 @@ def recover(path: str | os.PathLike) -> None:
     Returns
     -------
     ``None``; an element caught between two renames is put back and the staging folder removed.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        ``path`` is not a zarr store (a regular file, or a folder without ``zarr.json``).
     """
-    store = Path(path)
+    store = check_store(path)
     staging = store / STAGING
     if not staging.exists():
         return

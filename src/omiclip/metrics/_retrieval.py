@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from omiclip._validate import check_int, check_number
+
 
 def recall_at_k(query: np.ndarray, reference: np.ndarray, k: float, *, block_size: int = 4096) -> float:
     """Fraction of paired queries whose own reference ranks within the top ``k`` candidates.
@@ -29,9 +31,12 @@ def recall_at_k(query: np.ndarray, reference: np.ndarray, k: float, *, block_siz
     n = len(query)
     if n == 0:
         raise ValueError("No pairs to evaluate.")
+    check_int("block_size", block_size, min=1)
+    if check_number("k", k, min=0, min_inclusive=False) >= 1:
+        check_int("k", int(k) if float(k).is_integer() else k, min=1)
     top = int(np.ceil(k * n)) if 0 < k < 1 else int(k)
     if not 1 <= top <= n:
-        raise ValueError(f"k must be a count in [1, {n}] or a fraction in (0, 1), got {k}.")
+        raise ValueError(f"`k` must be a count in [1, {n}] or a fraction in (0, 1), got {k}.")
     hits = 0
     for start in range(0, n, block_size):
         scores = query[start : start + block_size] @ reference.T

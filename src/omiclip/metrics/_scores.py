@@ -8,6 +8,8 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
+from omiclip._validate import check_number
+
 
 def calinski_harabasz(embedding: np.ndarray, labels: Sequence) -> float:
     """Calinski–Harabasz score (eq. 17–19): between- over within-cluster dispersion, scaled by degrees of freedom.
@@ -25,7 +27,12 @@ def calinski_harabasz(embedding: np.ndarray, labels: Sequence) -> float:
     """
     from sklearn.metrics import calinski_harabasz_score
 
-    return float(calinski_harabasz_score(np.asarray(embedding), np.asarray(labels)))
+    embedding, labels = np.asarray(embedding), np.asarray(labels)
+    if embedding.ndim != 2 or len(labels) != len(embedding):
+        raise ValueError(f"Need one of the `labels` per row of `embedding`, got {len(labels)} for {embedding.shape}.")
+    if not 2 <= len(np.unique(labels)) < len(labels):
+        raise ValueError(f"`labels` must hold 2 to n_obs - 1 distinct values, got {len(np.unique(labels))}.")
+    return float(calinski_harabasz_score(embedding, labels))
 
 
 def _columnwise(x: np.ndarray, y: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +125,8 @@ def js_divergence(p: np.ndarray, q: np.ndarray, *, axis: int = 0, base: float = 
     -------
     One divergence per distribution (a float for 1-D inputs); an all-zero distribution gives NaN.
     """
+    if check_number("base", base, min=0, min_inclusive=False) == 1:
+        raise ValueError("`base` of the logarithm must not be 1.")
     p, q = np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64)
     if p.shape != q.shape:
         raise ValueError(f"Shapes differ: {p.shape} vs {q.shape}.")

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from omiclip import _logging as logg
+from omiclip._validate import check_int
 
 from . import _checkpoint
 from ._encoder import Encoder, resolve_device
@@ -62,6 +63,7 @@ def load(
             raise ValueError("Pass either a checkpoint path as the model or `checkpoint=`, not both.")
         checkpoint, name = Path(name).expanduser(), None
     spec = get_spec(name) if name else None
+    check_int("seed", seed, min=0)
     device = resolve_device(device)
     start = logg.info(f"loading model {name or str(checkpoint)!r}")
 

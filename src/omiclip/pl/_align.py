@@ -12,6 +12,7 @@ from anndata import AnnData
 from omiclip._anndata import check_same_dim, get_rep, get_table
 from omiclip._docs import doc_params
 from omiclip._keys import ALIGNED_KEY, SPATIAL_KEY, stack_key
+from omiclip._validate import check_number
 from omiclip.pl._embedding import pcs_as_rgb
 from omiclip.pl._utils import (
     ONLY_IMAGE,
@@ -19,6 +20,7 @@ from omiclip.pl._utils import (
     background,
     carried,
     check_finite,
+    check_layout,
     check_save,
     draw_background,
     finish,
@@ -102,6 +104,7 @@ def alignment(
     ``None``.
     """
     check_save(save)
+    check_layout(size=size)
     source_table, target_table = get_table(source, table_key), get_table(target)
     source_xy = positions(source_table, spatial_key)
     target_xy = positions(target_table, spatial_key)
@@ -228,6 +231,11 @@ def alignment_stack(
     import matplotlib.pyplot as plt
 
     check_save(save)
+    check_layout(size=size)
+    check_number("elev", elev)
+    check_number("azim", azim)
+    if z_spacing is not None:
+        check_number("z_spacing", z_spacing, min=0, min_inclusive=False)
     if len(sections) < 2:
         raise ValueError(f"A stack needs at least 2 sections, got {len(sections)}.")
     if ax is not None and getattr(ax, "name", None) != "3d":

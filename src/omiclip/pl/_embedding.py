@@ -13,11 +13,12 @@ from anndata import AnnData
 from omiclip._anndata import check_not_empty, check_same_dim, get_rep, get_table
 from omiclip._docs import doc_params
 from omiclip._keys import SPATIAL_KEY, colors_key, embedding_key
-from omiclip._validate import check_choice
+from omiclip._validate import check_choice, check_int
 from omiclip.pl._utils import (
     ONLY_IMAGE,
     Default,
     check_finite,
+    check_layout,
     check_save,
     draw_background,
     finish,
@@ -109,6 +110,7 @@ def embedding_rgb(
     The axes with ``show=False``; the Figure with ``return_fig=True``; else ``None``.
     """
     check_save(save)
+    check_layout(size=size)
     table = get_table(data, table_key)
     where = spots(data, spatial_key=spatial_key, image_key=image_key, table_key=table_key, size=size)
     colours = pcs_as_rgb(get_rep(table, use_rep))
@@ -177,6 +179,9 @@ def embedding(
     import scanpy as sc
 
     check_save(save)
+    check_layout(size=size, ncols=ncols)
+    check_int("n_neighbors", n_neighbors, min=2)
+    check_int("seed", seed, min=0)
     table = get_table(data, table_key)
     check_not_empty(table)
     reps = _embeddings_to_map(table, use_rep)

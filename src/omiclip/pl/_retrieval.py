@@ -13,6 +13,7 @@ from anndata import AnnData
 from omiclip._anndata import as_names, get_table, is_spatialdata
 from omiclip._docs import doc_params
 from omiclip._keys import RETRIEVED_KEY, get_record, scores_key
+from omiclip._validate import check_int
 from omiclip.pl._utils import check_save, finish, panels
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ def retrieval(
     Figure with ``return_fig=True``; else ``None``.
     """
     check_save(save)
+    check_int("n", n, min=1)
     query_table = get_table(query, table_key)
     reference_table = get_table(reference, reference_table_key)
     for name in (key, scores_key(key)):

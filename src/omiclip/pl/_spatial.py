@@ -20,6 +20,7 @@ from omiclip.pl._utils import (
     ONLY_IMAGE,
     Default,
     check_finite,
+    check_layout,
     check_save,
     finish,
     panels,
@@ -91,6 +92,7 @@ def annotation(
     """
     color = renamed(color, references, new="color", old="references")
     check_save(save)
+    check_layout(size=size, ncols=ncols)
     table = get_table(data, table_key)
     check_not_empty(table)
     check_obs_key(table, key, made_by="oc.tl.annotate")
@@ -165,6 +167,7 @@ def proportions(
     """
     color = renamed(color, cell_types, new="color", old="cell_types")
     check_save(save)
+    check_layout(size=size, ncols=ncols)
     table = get_table(data, table_key)
     check_not_empty(table)
     estimate = _obsm_frame(table, key, made_by="oc.tl.decompose", column="cell type")
@@ -249,6 +252,7 @@ def predex(
     """
     genes = renamed(color, genes, new="color", old="genes")
     check_save(save)
+    check_layout(size=size)
     table = get_table(data, table_key)
     check_not_empty(table)
     prediction = _prediction(table, predicted)

@@ -14,6 +14,7 @@ from anndata import AnnData
 
 from omiclip._anndata import check_not_empty, get_coordinates, get_table, is_spatialdata
 from omiclip._keys import MICRONS_PER_UNIT_KEY, SPATIAL_KEY, colors_key
+from omiclip._validate import check_int, check_number
 from omiclip.pp._spot_geometry import VISIUM_SPOT_UM
 
 # longest side of an H&E image drawn behind spots: sharp in a figure, never the whole slide in memory
@@ -71,6 +72,14 @@ def renamed(value, old_value, *, new: str, old: str):
         stacklevel=3,
     )
     return old_value
+
+
+def check_layout(*, size: float | None = None, ncols: int | None = None) -> None:
+    """The marker size (``None``: the default) and panels per row, checked before drawing."""
+    if size is not None:
+        check_number("size", size, min=0, min_inclusive=False)
+    if ncols is not None:
+        check_int("ncols", ncols, min=1)
 
 
 def check_save(save: str | os.PathLike | None) -> None:

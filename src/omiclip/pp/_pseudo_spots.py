@@ -18,7 +18,7 @@ from omiclip._anndata import (
 )
 from omiclip._core.pseudo_spots import assign, hex_centres, membership
 from omiclip._keys import MICRONS_PER_UNIT_KEY, PSEUDO_SPOTS_KEY, SPATIAL_KEY, record, table_of_shapes
-from omiclip._validate import check_number
+from omiclip._validate import check_int, check_memory, check_number
 from omiclip.pp._spot_geometry import table_scale
 
 if TYPE_CHECKING:
@@ -82,6 +82,11 @@ def pseudo_spots(
     ``key_added`` and that table (``{key_added}_table``) linked to them, so H&E tiles can be cut at the
     pseudo-spots.
     """
+    check_number("spot_diameter_um", spot_diameter_um, min=0, min_inclusive=False)
+    check_number("spacing_um", spacing_um, min=spot_diameter_um)
+    if microns_per_unit is not None:
+        check_number("microns_per_unit", microns_per_unit, min=0, min_inclusive=False)
+    check_int("min_cells", min_cells, min=0)
     table = get_table(data, table_key)
     check_not_empty(table)
     xy = get_coordinates(table, spatial_key)
@@ -106,6 +111,9 @@ def pseudo_spots(
 
     start = logg.info(f"pooling {table.n_obs} observations into {spot_diameter_um:g} µm pseudo-spots")
     spacing, radius = spacing_um / um, spot_diameter_um / um / 2
+    n_centres = np.prod((np.ptp(xy, axis=0) / (spacing * np.array([1, np.sqrt(3) / 2]))) + 2)
+    name, value = ("microns_per_unit", um) if microns_per_unit is not None else ("spacing_um", spacing_um)
+    check_memory(name, value, n_centres * 2 * 8 * 4, f"a grid of {n_centres:.3g} pseudo-spots")
     centres = hex_centres(xy.min(0), xy.max(0), spacing)
     members = membership(assign(xy, centres, radius), len(centres))
     n_cells = np.asarray(members.sum(axis=1)).ravel()

@@ -382,13 +382,16 @@ def visium_anndata_geometry(adata: AnnData, image_key: str | None, library_id: s
     if library_id not in spatial:
         raise KeyError(f"Library {library_id!r} not in `uns['spatial']`: {list(spatial)}.")
     library = spatial[library_id]
-    images, scalefactors = library.get("images", {}), library["scalefactors"]
+    images, scalefactors = library.get("images", {}), library.get("scalefactors", {})
     usable = [key for key in images if f"tissue_{key}_scalef" in scalefactors]
+    where = f"`uns['spatial'][{library_id!r}]['scalefactors']`"
+    fix = "Read the data with `scanpy.read_visium`, or copy Space Ranger's `spatial/scalefactors_json.json` there."
     if image_key is None:
         if not usable:
+            needed = [f"tissue_{key}_scalef" for key in images] or ["tissue_hires_scalef"]
             raise KeyError(
-                f"No image with a scale factor in `uns['spatial'][{library_id!r}]`: images {list(images)}, scale "
-                f"factors {list(scalefactors)}."
+                f"No image with a scale factor: {where} needs {needed} for the images {list(images)}, and has "
+                f"{list(scalefactors)}. {fix}"
             )
         image_key = max(usable, key=lambda key: scalefactors[f"tissue_{key}_scalef"])  # most pixels per spot
     if image_key not in usable:
@@ -398,6 +401,8 @@ def visium_anndata_geometry(adata: AnnData, image_key: str | None, library_id: s
         )
     if "spatial" not in adata.obsm:
         raise KeyError("Did not find 'spatial' in `.obsm` (spot centres in full-resolution pixels).")
+    if "spot_diameter_fullres" not in scalefactors:
+        raise KeyError(f"{where} lacks `spot_diameter_fullres` (the spot size in full-resolution pixels). {fix}")
     scale = scalefactors[f"tissue_{image_key}_scalef"]
     spot_px = scalefactors["spot_diameter_fullres"] * scale
     image = np.asarray(images[image_key])

@@ -21,6 +21,7 @@ from omiclip._core.tiling import (
     tissue_mask,
 )
 from omiclip._keys import MICRONS_PER_UNIT_KEY, grid_key, table_of_shapes
+from omiclip._validate import check_memory
 from omiclip.pp._spot_geometry import (
     Level,
     SpotGeometry,
@@ -190,6 +191,8 @@ def tiles(
     if not np.isfinite(tile_um) or tile_um <= 0:
         raise ValueError(f"Tile size must be positive, got {tile_um} µm.")
     level_index, window_px, out_px = _choose_level(levels, tile_um, um_per_px)
+    name, value = ("um_per_px", um_per_px) if out_px > window_px else ("tile_size_um", tile_size_um or tile_um)
+    check_memory(name, value, 3 * (window_px**2 + out_px**2), f"one RGB tile of {out_px} × {out_px} px")
     level = levels[level_index]
 
     if grid:

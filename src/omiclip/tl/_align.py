@@ -183,6 +183,7 @@ def align(
         ``converged`` and the parameters.
     """
     check_choice("mode", mode, MODES)
+    _check_coordinate_system(source, coordinate_system)
     source_table, target_table = get_table(source, table_key), get_table(target, target_table_key)
     outputs = [key_added] + ([nonrigid_key(key_added)] if mode == "rigid" else [])
     claim(source_table, [("obsm", key) for key in outputs], reads=[("obsm", spatial_key), ("obsm", use_rep)])
@@ -282,6 +283,10 @@ def align_stack(
     if unknown:
         raise TypeError(f"`align_stack` got options it does not take: {unknown}.")
     options = {**_ALIGN_OPTIONS, **kwargs}
+    if z_spacing is not None:
+        check_number("z_spacing", z_spacing, min=0, min_inclusive=False)
+    for section in sections:
+        _check_coordinate_system(section, options["coordinate_system"])
     tables = [get_table(section, options["table_key"]) for section in sections]
     outputs = [key_added] + ([stack_key(key_added)] if z_spacing is not None else [])
     for table in tables:
@@ -380,6 +385,14 @@ def _align_tables(
     check_int("refine_iter", refine_iter, min=0)
     check_optional_int("max_points", max_points, min=3)
     check_choice("dtype", dtype, ("float64", "float32"))
+    check_number("alpha", alpha, min=0, min_inclusive=False)
+    check_number("beta", beta, min=0, min_inclusive=False)
+    check_number("tol", tol, min=0)
+    if rtol is not None:
+        check_number("rtol", rtol, min=0, min_inclusive=False)
+    check_int("n_eig", n_eig, min=1)
+    check_optional_int("n_landmarks", n_landmarks, min=1)
+    check_int("seed", seed, min=0)
     if max_iter is None and tol <= 0 and rtol is None:
         raise ValueError("With `max_iter=None` the iterations stop on `tol` or `rtol`: give `tol > 0` or an `rtol`.")
     solver = {
@@ -567,6 +580,12 @@ def _write_alignment(table: AnnData, result: Alignment, key_added: str, mode: Mo
     record(table, "align", key_added, {**params, "mode": mode, "key_added": key_added, **_facts(result)})
     added.append((f"align/{key_added}", "matrix and parameters (uns['omiclip'])"))
     return added
+
+
+def _check_coordinate_system(data, coordinate_system: str) -> None:
+    """A SpatialData source must have ``coordinate_system``: else no element would get the alignment."""
+    if is_spatialdata(data):
+        check_choice("coordinate_system", coordinate_system, data.coordinate_systems)
 
 
 def _register_transformation(sdata, matrix: np.ndarray, coordinate_system: str, new_system: str) -> None:

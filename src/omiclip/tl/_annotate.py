@@ -9,7 +9,15 @@ import pandas as pd
 from anndata import AnnData
 
 from omiclip import _logging as logg
-from omiclip._anndata import check_not_empty, check_same_dim, get_rep, get_table, obsm_frame, working_copy
+from omiclip._anndata import (
+    check_embeddings,
+    check_not_empty,
+    check_same_dim,
+    get_rep,
+    get_table,
+    obsm_frame,
+    working_copy,
+)
 from omiclip._docs import doc_params
 from omiclip._keys import ANNOTATION_KEY, claim, record, scores_key
 from omiclip._validate import check_number
@@ -151,9 +159,8 @@ def _reference_embeddings(references, model) -> tuple[list[str], np.ndarray]:
         raise ValueError("`references` is empty: give at least one class.")
     if len(set(classes)) != len(classes):
         raise ValueError("Reference names are not unique.")
+    check_embeddings(vectors, "`references`")
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    if not np.isfinite(vectors).all() or (norms == 0).any():
-        raise ValueError("Reference embeddings must be finite and non-zero.")
     return classes, (vectors / norms).astype(np.float32)
 
 

@@ -15,7 +15,9 @@ from tqdm.auto import tqdm
 
 from omiclip import _logging as logg
 from omiclip._keys import embedding_key, grid_key, table_of_shapes
+from omiclip._validate import check_number
 from omiclip.io import recover, write_elements
+from omiclip.io._zarr import read_store
 from omiclip.models import Encoder
 from omiclip.models._encoder import Precision, check_precision
 from omiclip.pp._tiles import HIRES_UM_PER_PX
@@ -85,6 +87,7 @@ def embed_cohort(
         raise ValueError("No stores to embed: pass the paths of SpatialData zarr stores.")
     # wrong arguments would fail every store alike: refuse them once, before loading the model
     _check_encoding(batch_size, precision)
+    check_number("min_tissue", min_tissue, min=0, max=1)
     missing = [str(path) for path in stores if not path.is_dir()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {len(stores)} stores do not exist, e.g. {missing[:3]}.")
@@ -143,10 +146,8 @@ def embed_cohort(
 
 
 def _embed_store(store: Path, key: str, overwrite: bool, tiling: dict, embedding: dict) -> dict:
-    from spatialdata import read_zarr
-
     recover(store)  # a write cut short by a crash is undone first
-    sdata = read_zarr(store)
+    sdata = read_store(store)
     done = _result_table(sdata, tiling)
     if not overwrite and done in sdata.tables and key in sdata.tables[done].obsm:
         return {"status": "skipped", "table": done, "n_tiles": sdata.tables[done].n_obs}

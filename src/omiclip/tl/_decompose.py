@@ -156,7 +156,8 @@ def decompose(
     check_choice("nms_on", nms_on, ("mapping", "proportions"))
     check_int("epochs", epochs, min=1)
     check_number("lr", lr, min=0, min_inclusive=False)
-    if nms_percentiles is not None and not 0 <= nms_percentiles[0] < nms_percentiles[1] <= 100:
+    check_int("seed", seed, min=0)
+    if nms_percentiles is not None and not _is_percentile_range(nms_percentiles):
         raise ValueError(f"`nms_percentiles` must be (low, high) with 0 <= low < high <= 100, got {nms_percentiles}.")
     table, reference, spot_emb, cell_emb = reference_pair(
         spatial,
@@ -287,3 +288,14 @@ def _cell_types(reference: AnnData, groupby: str) -> tuple[pd.Categorical, np.nd
             stacklevel=3,
         )
     return labels, counts
+
+
+def _is_percentile_range(percentiles) -> bool:
+    """``(low, high)``: two numbers with ``0 <= low < high <= 100``."""
+    if not isinstance(percentiles, tuple | list) or len(percentiles) != 2:
+        return False
+    low, high = percentiles
+    numbers_ = all(
+        isinstance(p, int | float | np.integer | np.floating) and not isinstance(p, bool) for p in percentiles
+    )
+    return numbers_ and 0 <= low < high <= 100

@@ -145,6 +145,7 @@ def finetune(
     check_number("weight_decay", weight_decay, min=0)
     check_int("warmup", warmup, min=0)
     check_choice("precision", precision, tuple(_TRAINING_PRECISIONS))
+    check_int("seed", seed, min=0)
     if save is not None:
         check_writable(save)
     pairs_tiles, pairs_sentences = [], []
