@@ -302,7 +302,7 @@ class TestPseudoSpots:
     def test_unknown_scale_is_an_error(self):
         with pytest.raises(ValueError, match="microns_per_unit"):
             oc.pp.pseudo_spots(self.cells([[0, 0], [1, 1]], [[1, 1], [1, 1]], ["a", "a"]))
-        with pytest.raises(ValueError, match="microns_per_unit > 0"):
+        with pytest.raises(ValueError, match="`microns_per_unit` must be a finite number > 0"):
             oc.pp.pseudo_spots(self.cells([[0, 0], [1, 1]], [[1, 1], [1, 1]], ["a", "a"]), microns_per_unit=np.nan)
 
     @pytest.mark.parametrize(("value", "match"), [(np.nan, "NaN or inf"), (np.inf, "NaN or inf"), (-1.0, "negative")])
