@@ -40,15 +40,26 @@ def cytassist_anndata(path: Path) -> AnnData:
     return adata
 
 
-def _chain(data, tiny, table_key=None):
-    """read → gene_sentences → embed (text, image) → a plot, with no argument beyond the data."""
+def _chain(data, tiny, table_key=None, *, symbols=True):
+    """read → gene_sentences → embed (text, image) → a plot, with no argument beyond the data.
+
+    ``symbols=False``: the data name its genes by Ensembl IDs only (scanpy's V1 test output has no symbol anywhere),
+    so sentences are refused with the error that says how to add symbols, and the image half of the chain runs.
+    """
     import matplotlib.pyplot as plt
 
-    oc.pp.gene_sentences(data, table_key=table_key)
-    oc.tl.embed(data, modality="text", model=tiny, table_key=table_key, progress=False)
-    oc.tl.embed(data, modality="image", model=tiny, table_key=table_key, progress=False)
     table = oc._anndata.get_table(data, table_key)
-    assert table.obsm["X_omiclip_text"].shape == table.obsm["X_omiclip_image"].shape == (table.n_obs, 128)
+    if symbols:
+        oc.pp.gene_sentences(data, table_key=table_key)
+        oc.tl.embed(data, modality="text", model=tiny, table_key=table_key, progress=False)
+    else:
+        with pytest.raises(ValueError, match=r"Ensembl IDs.*`gene_symbols="):
+            oc.pp.gene_sentences(data, table_key=table_key)
+        assert "gene_sentence" not in table.obs
+    oc.tl.embed(data, modality="image", model=tiny, table_key=table_key, progress=False)
+    assert table.obsm["X_omiclip_image"].shape == (table.n_obs, 128)
+    if symbols:
+        assert table.obsm["X_omiclip_text"].shape == table.obsm["X_omiclip_image"].shape
     fig = oc.pl.embedding_rgb(data, use_rep="X_omiclip_image", table_key=table_key, return_fig=True)
     plt.close(fig)
     return table
@@ -63,7 +74,7 @@ class TestSpaceRangerV1:
         adata.var_names_make_unique()
         # the hires PNG is an all-black placeholder: the chain runs, and says so
         with pytest.warns(UserWarning, match=r"100 of 100 tiles checked .* 'hires' are one flat colour.*\['lowres'\]"):
-            table = _chain(adata, tiny)
+            table = _chain(adata, tiny, symbols=False)
         assert table.uns["omiclip"]["embed"]["X_omiclip_image"]["tile_size_um"] == pytest.approx(55.0)
 
     def test_spatialdata_io_visium(self, tiny):
@@ -75,7 +86,7 @@ class TestSpaceRangerV1:
             tiles = oc.pp.tiles(sdata)  # two images, no scale stored: the finest image, 55 µm spots
         assert tiles.params["tile_size_um"] == pytest.approx(55.0)
         with pytest.warns(UserWarning, match="one flat colour"):
-            _chain(sdata, tiny)
+            _chain(sdata, tiny, symbols=False)
 
     def test_lowres_is_flagged_as_coarse(self):
         _needs(V1)

@@ -62,9 +62,21 @@ else:
 sdata = spatialdata_io.visium(V1, dataset_id="V1")
 sdata
 
+# %% [markdown]
+# This output names its genes by Ensembl IDs only (`var_names` and `gene_ids` alike; it is scanpy's small test
+# output), while OmiCLIP reads gene symbols. `oc.pp.gene_sentences` refuses such names, rather than writing
+# sentences of IDs the model cannot read, and says how to give it symbols:
+
 # %%
-oc.pp.gene_sentences(sdata)
-oc.tl.embed(sdata, modality="text", model=model, progress=False)
+try:
+    oc.pp.gene_sentences(sdata)
+except ValueError as error:
+    print(error)
+
+# %% [markdown]
+# The image side needs no symbols:
+
+# %%
 oc.tl.embed(sdata, modality="image", model=model, progress=False)
 
 # %% [markdown]
@@ -92,24 +104,21 @@ for row, (name, tiles) in zip(axes, [("hires", hires), ("lowres", lowres)], stri
 plt.show()
 
 # %% [markdown]
-# Both embeddings of every spot, coloured by their first three principal components:
+# The image embedding of every spot, coloured by its first three principal components:
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
-oc.pl.embedding_rgb(sdata, use_rep="X_omiclip_text", ax=axes[0], title="gene sentences")
-oc.pl.embedding_rgb(sdata, use_rep="X_omiclip_image", ax=axes[1], title="lowres H&E tiles")
-plt.show()
+oc.pl.embedding_rgb(sdata, use_rep="X_omiclip_image", title="lowres H&E tiles")
 
 # %% [markdown]
 # ## The same output, read with scanpy
 #
 # `sc.read_visium` gives scanpy's Visium AnnData; the same calls take it. The spot diameter in its scale factors
-# gives the scale, and `hires` is taken when there is one, with the same warning.
+# gives the scale, and `hires` is taken when there is one, with the same warning (and the same Ensembl IDs, so
+# no sentences).
 
 # %%
 adata = sc.read_visium(V1)
 adata.var_names_make_unique()
-oc.pp.gene_sentences(adata)
 oc.tl.embed(adata, modality="image", model=model, progress=False)
 
 # %% [markdown]
@@ -142,6 +151,6 @@ oc.tl.embed(adata, modality="image", model=model, progress=False)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
-oc.pl.embedding_rgb(adata, use_rep="X_omiclip_text", ax=axes[0], size=4, title="gene sentences")
-oc.pl.embedding_rgb(adata, use_rep="X_omiclip_image", ax=axes[1], size=4, title="lowres H&E tiles")
+oc.pl.embedding_rgb(adata, use_rep="X_omiclip_text", ax=axes[0], title="gene sentences", show=False)
+oc.pl.embedding_rgb(adata, use_rep="X_omiclip_image", ax=axes[1], title="lowres H&E tiles", show=False)
 plt.show()
