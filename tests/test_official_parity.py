@@ -263,7 +263,9 @@ def test_decompose_defaults_are_the_official_tangram_run():
     )  # fmt: skip
     tangram.project_cell_annotations(ad_map, st_ad, annotation="cell_type")
     ct_pred = st_ad.obsm["tangram_ct_pred"][types]
-    assert len(st_ad.uns["training_genes"]) == spatial.uns["omiclip"]["decompose"]["omiclip_proportions"]["n_dims"] <= 20
+    assert (
+        len(st_ad.uns["training_genes"]) == spatial.uns["omiclip"]["decompose"]["omiclip_proportions"]["n_dims"] <= 20
+    )
     np.testing.assert_allclose(spatial.obsm["omiclip_proportions_mapping"][types], ct_pred, atol=2e-5)
     # the notebooks' proportions: the cluster-to-spot map times cell-type counts, normalised per spot
     per_spot = ct_pred * np.array([sizes[t] for t in types])

@@ -74,21 +74,21 @@ def read(stored):
 def test_names_with_a_slash_survive_the_store(read):
     table = read["section"].tables["table"]
     assert table.uns["omiclip"]["decompose"]["omiclip_proportions"]["cell_types"][2] == SLASHED
-    axes = oc.pl.proportions(read["section"], cell_types=[SLASHED])
+    axes = oc.pl.proportions(read["section"], color=[SLASHED], show=False)
     assert axes[0].get_title() == SLASHED
-    axes = oc.pl.annotation(read["section"], references=[SLASHED], labels=False)
+    axes = oc.pl.annotation(read["section"], color=[SLASHED], labels=False, show=False)
     assert axes[0].get_title() == SLASHED
 
 
 PLOTS = {
-    "embedding": lambda r: oc.pl.embedding(r["section"], color="domain", basis="pca"),
-    "embedding_rgb": lambda r: oc.pl.embedding_rgb(r["section"]),
-    "annotation": lambda r: oc.pl.annotation(r["section"], image_key="he"),
-    "proportions": lambda r: oc.pl.proportions(r["section"], image_key="he"),
-    "retrieval": lambda r: oc.pl.retrieval(r["section"], r["section"], n=2),
-    "predex": lambda r: oc.pl.predex(r["section"], "omiclip_predex"),
-    "alignment": lambda r: oc.pl.alignment(r["section"], r["target"], image_key="he"),
-    "alignment_stack": lambda r: oc.pl.alignment_stack([r["section"], r["target"]], key="spatial_stack"),
+    "embedding": lambda r: oc.pl.embedding(r["section"], color="domain", basis="pca", show=False),
+    "embedding_rgb": lambda r: oc.pl.embedding_rgb(r["section"], show=False),
+    "annotation": lambda r: oc.pl.annotation(r["section"], image_key="he", show=False),
+    "proportions": lambda r: oc.pl.proportions(r["section"], image_key="he", show=False),
+    "retrieval": lambda r: oc.pl.retrieval(r["section"], r["section"], n=2, show=False),
+    "predex": lambda r: oc.pl.predex(r["section"], "omiclip_predex", show=False),
+    "alignment": lambda r: oc.pl.alignment(r["section"], r["target"], image_key="he", show=False),
+    "alignment_stack": lambda r: oc.pl.alignment_stack([r["section"], r["target"]], key="spatial_stack", show=False),
 }
 
 

@@ -43,7 +43,9 @@ def finetuned(name, sections):
     sections = sections()  # the training sections, made only when needed
     for sdata in sections:
         oc.pp.gene_sentences(sdata)
-    return oc.tl.finetune(sections, model="omiclip-tiny", epochs=10, lr=5e-4, seed=0, save=path, progress=False)
+    return oc.tl.finetune(
+        sections, model="omiclip-tiny", epochs=10, lr=5e-4, seed=0, drop_last=False, save=path, progress=False
+    )
 
 
 def joint_pca(tables, n_comps=20):

@@ -49,7 +49,9 @@ else:
     MODELS.mkdir(exist_ok=True)
     train = oc.datasets.synthetic_tissue(size_um=3000, um_per_px=2.0, seed=0)
     oc.pp.gene_sentences(train)
-    model = oc.tl.finetune(train, model="omiclip-tiny", epochs=10, lr=5e-4, seed=0, save=path, progress=False)
+    model = oc.tl.finetune(
+        train, model="omiclip-tiny", epochs=10, lr=5e-4, seed=0, drop_last=False, save=path, progress=False
+    )
 
 # %% [markdown]
 # ## Space Ranger 1.x, read with spatialdata-io
