@@ -114,9 +114,13 @@ def _padded_sparse_rows(
     values = np.where(invalid, -np.inf, data).astype(_float_of(data.dtype), copy=False)
     width = max(int(lengths.max(initial=0)), n_top)
     padded = np.full((stop - start, width), -np.inf, dtype=values.dtype)
-    row_offset = np.arange(stop - start) * width - (indptr[:-1] - indptr[0])
-    padded.reshape(-1)[np.arange(len(values)) + np.repeat(row_offset, lengths)] = values
+    padded[_left_aligned(lengths, width)] = values  # a boolean mask fills row by row, left to right
     return padded, lambda row, position: indices[indptr[row] - indptr[0] + position]
+
+
+def _left_aligned(lengths: np.ndarray, width: int) -> np.ndarray:
+    """Boolean ``(len(lengths), width)`` mask of each row's first ``lengths[row]`` cells."""
+    return np.arange(width) < lengths[:, None]
 
 
 def _float_of(dtype: np.dtype) -> type:
@@ -143,13 +147,15 @@ def _top_of_padded(padded: np.ndarray, columns_of, n_top: int):
     still_needed = n_top - np.bincount(row, weights=above, minlength=n_rows).astype(np.int64)
     keep = above | (tie_rank <= still_needed[row])
     row, value, column = row[keep], value[keep], column[keep]
-    order = np.lexsort((column, -value, row))
-    row, column, value = row[order], column[order], value[order]
-    slot = np.arange(len(row)) - np.searchsorted(row, row)
-    top = np.full((n_rows, n_top), -1, dtype=np.int64)
-    top[row, slot] = column
-    top_values = np.full((n_rows, n_top), np.nan)
-    top_values[row, slot] = value
+    # at most n_top kept per row, in column order: a stable sort by value of each row's block keeps ties in order
+    block = np.full((n_rows, n_top), -np.inf, dtype=padded.dtype)
+    block_columns = np.full((n_rows, n_top), -1, dtype=np.int64)
+    filled = _left_aligned(np.bincount(row, minlength=n_rows), n_top)
+    block[filled], block_columns[filled] = value, column
+    order = np.argsort(-block, axis=1, kind="stable")
+    top = np.take_along_axis(block_columns, order, axis=1)
+    top_values = np.take_along_axis(block, order, axis=1).astype(np.float64)
+    top_values[top < 0] = np.nan
     # a row with fewer than n_top candidates has threshold -inf: its lowest ties are all chosen
     n_at_lowest = np.where(np.isfinite(threshold), n_at_threshold, _n_equal_to_lowest(top_values))
     return top, top_values, n_at_lowest

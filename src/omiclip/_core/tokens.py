@@ -9,10 +9,10 @@ merges file is read directly instead, located without importing the package.
 
 from __future__ import annotations
 
-import gzip
 import html
 import importlib.util
 import re
+import zlib
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -25,6 +25,7 @@ CONTENT_TOKENS = CONTEXT_LENGTH - 2
 
 _MERGES_FILE = "bpe_simple_vocab_16e6.txt.gz"
 _N_MERGES = 49152 - 256 - 2  # the merges open_clip's SimpleTokenizer reads (after the header line)
+_DECOMPRESS_CHUNK = 1 << 18
 _SPECIAL_TOKENS = ("<start_of_text>", "<end_of_text>")
 _word_counts: dict[str, int] = {}
 
@@ -143,7 +144,13 @@ def _byte_characters() -> list[str]:
 @cache
 def _merge_ranks() -> dict[str, int]:
     """Rank of each merge, keyed by its line ``"first second"`` (BPE symbols never contain a space)."""
-    lines = gzip.decompress(merges_path().read_bytes()).decode("utf-8").split("\n")[1 : _N_MERGES + 1]
+    # the merges used are the first quarter of the 3 MB file: decompress only until they are in
+    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
+    text = decompressor.decompress(merges_path().read_bytes(), _DECOMPRESS_CHUNK)
+    while text.count(b"\n") <= _N_MERGES and decompressor.unconsumed_tail:
+        text += decompressor.decompress(decompressor.unconsumed_tail, _DECOMPRESS_CHUNK)
+    complete_lines = text[: text.rfind(b"\n")].decode("utf-8")  # a chunk may end inside a UTF-8 character
+    lines = complete_lines.split("\n", _N_MERGES + 1)[1 : _N_MERGES + 1]
     return dict(zip(lines, range(len(lines)), strict=True))
 
 
