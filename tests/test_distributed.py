@@ -58,11 +58,25 @@ class TestEmbedOnCluster:
         table, expected = sdata.tables["table"], local.tables["table"]
         np.testing.assert_allclose(table.obsm["X_omiclip_image"], expected.obsm["X_omiclip_image"], atol=1e-5)
         record = dict(table.uns["omiclip"]["embed"]["X_omiclip_image"])
-        # what `precision` resolved to is known in-process only: each worker resolves "auto" on its own CPU
-        in_process = {
-            k: v for k, v in expected.uns["omiclip"]["embed"]["X_omiclip_image"].items() if k != "precision_used"
-        }
-        assert record == in_process
+        assert record == dict(expected.uns["omiclip"]["embed"]["X_omiclip_image"])
+        assert record["precision_used"] == "fp32"
+
+    @pytest.mark.parametrize("kind", ["float 0-1", "RGBA"])
+    def test_float_and_rgba_images_are_read_as_in_this_process(self, kind, section, client, tiny, tmp_path):
+        from spatialdata.models import Image2DModel
+        from spatialdata.transformations import get_transformation
+
+        he = section.images["he"]["scale0"]["image"].values
+        half_transparent = np.concatenate([he, np.full((1, *he.shape[1:]), 128, np.uint8)])  # composited over white
+        array = he.astype(np.float32) / 255 if kind == "float 0-1" else half_transparent
+        transformations = get_transformation(section.images["he"], get_all=True)
+        section.images["other"] = Image2DModel.parse(array, dims=("c", "y", "x"), transformations=transformations)
+        section.write(tmp_path / "other.zarr")
+        on_cluster, here = (spatialdata.read_zarr(tmp_path / "other.zarr") for _ in range(2))
+        oc.tl.embed(on_cluster, modality="image", image_key="other", model=tiny, client=client, progress=False)
+        oc.tl.embed(here, modality="image", image_key="other", model=tiny, progress=False)
+        embeddings = on_cluster.tables["table"].obsm["X_omiclip_image"]
+        np.testing.assert_allclose(embeddings, here.tables["table"].obsm["X_omiclip_image"], atol=1e-5)
 
     def test_grid_embeddings_and_each_worker_loads_the_model_once(self, store, client, tiny, local):
         from omiclip.tl import _distributed as distributed

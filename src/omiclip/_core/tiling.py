@@ -179,3 +179,15 @@ def tissue_mask(thumbnail: np.ndarray) -> np.ndarray:
     mask = saturation > max(threshold_otsu(saturation), 0.05)
     mask = ndimage.binary_closing(mask, iterations=2)
     return ndimage.binary_fill_holes(mask)
+
+
+def to_rgb8(region: np.ndarray, value_scale: float = 1.0) -> np.ndarray:
+    """``(c, h, w)`` RGB/RGBA, uint8 or float, as ``(3, h, w)`` uint8; RGBA is composited over white."""
+    if region.dtype == np.uint8 and region.shape[0] == 3:
+        return region
+    values = region.astype(np.float32) * value_scale
+    rgb = values[:3]
+    if region.shape[0] == 4:
+        alpha = np.clip(values[3:4] / 255, 0, 1)
+        rgb = rgb * alpha + BACKGROUND * (1 - alpha)
+    return np.clip(np.round(np.nan_to_num(rgb, nan=BACKGROUND)), 0, 255).astype(np.uint8)

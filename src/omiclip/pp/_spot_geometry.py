@@ -16,7 +16,7 @@ from anndata import AnnData
 
 from omiclip import _logging as logg
 from omiclip._anndata import check_not_empty, get_table
-from omiclip._core.tiling import BACKGROUND
+from omiclip._core.tiling import to_rgb8
 from omiclip._keys import MICRONS_PER_UNIT_KEY
 
 VISIUM_SPOT_UM = 55.0
@@ -143,18 +143,6 @@ def float_scale(sample: np.ndarray) -> float:
         return 1.0
     finite = sample[np.isfinite(sample)]
     return 255.0 if finite.size == 0 or finite.max() <= 1 else 1.0
-
-
-def to_rgb8(region: np.ndarray, value_scale: float = 1.0) -> np.ndarray:
-    """``(c, h, w)`` RGB/RGBA, uint8 or float, as ``(3, h, w)`` uint8; RGBA is composited over white."""
-    if region.dtype == np.uint8 and region.shape[0] == 3:
-        return region
-    values = region.astype(np.float32) * value_scale
-    rgb = values[:3]
-    if region.shape[0] == 4:
-        alpha = np.clip(values[3:4] / 255, 0, 1)
-        rgb = rgb * alpha + BACKGROUND * (1 - alpha)
-    return np.clip(np.round(np.nan_to_num(rgb, nan=BACKGROUND)), 0, 255).astype(np.uint8)
 
 
 def spatialdata_geometry(

@@ -97,7 +97,7 @@ def embed_cohort(
         model, checkpoint, device = resolve_encoder(model, checkpoint=checkpoint, device=device), None, None
         check_precision(precision, model.device)
     else:  # a model the workers cannot load fails here, once, not once per slide
-        distributed.describe(client, distributed.worker_model(model, checkpoint=checkpoint, device=device))
+        distributed.describe(client, distributed.worker_model(model, checkpoint=checkpoint, device=device), precision)
 
     key = embedding_key("image", key_added)
     tiling = {

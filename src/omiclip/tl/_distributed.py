@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from omiclip._core.tiling import TileWindows, iter_tiles
+from omiclip._core.tiling import TileWindows, iter_tiles, to_rgb8
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -151,30 +151,37 @@ def model_facts(encoder: Encoder) -> dict[str, Any]:
     }
 
 
-def describe(client: Client, model: WorkerModel) -> dict[str, Any]:
-    """Load ``model`` on one worker (it stays loaded there) and return its :func:`model_facts`.
+def describe(client: Client, model: WorkerModel, precision: str) -> tuple[dict[str, Any], str]:
+    """Load ``model`` on one worker (it stays loaded there): its :func:`model_facts` and what ``precision`` is there.
 
-    A model that cannot be loaded fails here, once, before any tile is read.
+    A model that cannot be loaded fails here, once, before any tile is read. ``"auto"`` is resolved on that
+    worker's device and CPU (workers on other hardware may resolve it otherwise).
     """
-    return client.submit(_describe, model, pure=False).result()
+    return client.submit(_describe, model, precision, pure=False).result()
 
 
-def _describe(model: WorkerModel) -> dict[str, Any]:
-    return model_facts(worker_encoder(model))
+def _describe(model: WorkerModel, precision: str) -> tuple[dict[str, Any], str]:
+    encoder = worker_encoder(model)
+    return model_facts(encoder), encoder.resolve_precision(precision)
 
 
 @dataclass(frozen=True)
 class ZarrRegions:
-    """Reads ``(c, h, w)`` regions of a zarr array; pickles as the array's store and path, not its data."""
+    """Reads ``(c, h, w)`` regions of a zarr array; pickles as the array's store and path, not its data.
+
+    Regions are ``uint8`` RGB as in this process (:class:`omiclip.pp._spot_geometry.Level`): float images scaled
+    by ``value_scale``, RGBA composited over white.
+    """
 
     array: Any
+    value_scale: float = 1.0
 
     def __call__(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """The region ``[:, y0:y1, x0:x1]`` as a NumPy array."""
-        return np.asarray(self.array[:, y0:y1, x0:x1])
+        """The region ``[:, y0:y1, x0:x1]`` as ``uint8 (3, h, w)``."""
+        return to_rgb8(np.asarray(self.array[:, y0:y1, x0:x1]), self.value_scale)
 
 
-def zarr_regions(array) -> ZarrRegions:
+def zarr_regions(array, value_scale: float = 1.0) -> ZarrRegions:
     """The zarr array behind an unmodified ``dask.array.from_zarr`` array (how SpatialData reads images).
 
     Workers read from the store themselves; a Dask array cannot go to them as a task argument (the
@@ -194,7 +201,7 @@ def zarr_regions(array) -> ZarrRegions:
     root = getattr(source.store, "root", None)
     if isinstance(root, Path) and not root.is_absolute():  # workers may run in another directory
         source = zarr.open_array(str(root.resolve()), path=source.path, mode="r")
-    return ZarrRegions(source)
+    return ZarrRegions(source, value_scale)
 
 
 def embed_windows(

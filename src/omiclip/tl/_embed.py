@@ -136,10 +136,12 @@ def embed(
     if client is None:
         encoder = resolve_encoder(model, checkpoint=checkpoint, device=device)
         facts, where = distributed.model_facts(encoder), str(encoder.device)
+        precision_used = encoder.resolve_precision(precision)
     else:
         worker_model = distributed.worker_model(model, checkpoint=checkpoint, device=device)
-        read_region = distributed.zarr_regions(tiles.level.array)
-        facts, where = distributed.describe(client, worker_model), f"{len(client.nthreads())} dask workers"
+        read_region = distributed.zarr_regions(tiles.level.array, tiles.level.value_scale)
+        facts, precision_used = distributed.describe(client, worker_model, precision)
+        where = f"{len(client.nthreads())} dask workers"
 
     what = "gene sentences" if modality == "text" else "tiles"
     start = logg.info(f"embedding {adata.n_obs} {what} with {facts['model']!r} on {where}")
@@ -170,12 +172,18 @@ def embed(
         data.tables[table_key] = tiles.new_table.copy()  # tiles with no table (LazySlide's): theirs, made here
     adata = get_table(data, table_key)
     adata.obsm[key] = embeddings
-    used = {"precision_used": encoder.resolve_precision(precision)} if client is None else {}
     record(
         adata,
         "embed",
         key,
-        {"modality": modality, "key_added": key, **facts, "precision": precision, **used, **details},
+        {
+            "modality": modality,
+            "key_added": key,
+            **facts,
+            "precision": precision,
+            "precision_used": precision_used,
+            **details,
+        },
     )
     logg.finished(start, [(key, f"{modality} embeddings (obsm)")])
     return data if copy else None
