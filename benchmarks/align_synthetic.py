@@ -52,7 +52,14 @@ def fine_tune(args):
         sections.append(sdata)
     model = oc.models.load("omiclip-tiny", seed=args.seed)
     return oc.tl.finetune(
-        sections, model=model, epochs=args.epochs, lr=args.lr, seed=args.seed, save=args.save_model, progress=False
+        sections,
+        model=model,
+        epochs=args.epochs,
+        lr=args.lr,
+        seed=args.seed,
+        save=args.save_model,
+        drop_last=False,
+        progress=False,
     )
 
 

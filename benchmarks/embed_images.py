@@ -96,6 +96,26 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.min(np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
 
 
+def int8_copy(encoder):
+    """The encoder with its image tower's Linear layers dynamically quantised to int8 (measured, not offered).
+
+    ``torch.ao.quantization.quantize_dynamic`` (deprecated in favour of torchao, which is not a dependency): weights
+    int8, activations quantised per batch; attention's input projection is a bare parameter and stays fp32.
+    """
+    import copy
+    import warnings
+
+    import torch
+
+    model = copy.deepcopy(encoder.model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.visual = torch.ao.quantization.quantize_dynamic(model.visual, {torch.nn.Linear}, dtype=torch.qint8)
+    quantised = copy.copy(encoder)
+    quantised.model = model
+    return quantised
+
+
 def encode_on_gpu(encoder, tiles, batch_size: int) -> np.ndarray:
     """Tiles read in a background thread, copied as uint8 from pinned memory, preprocessed and encoded on the GPU."""
     import open_clip
@@ -171,6 +191,11 @@ def throughput(args):
                 "n": args.full_tiles,
                 "seconds": seconds,
             }
+        )
+    if args.int8 and args.device == "cpu":
+        images["int8"], seconds = timed(embed_images, int8_copy(full), args.full_tiles, "fp32")
+        done(
+            {"model": "coca_ViT-L-14", "tower": "image", "precision": "int8", "n": args.full_tiles, "seconds": seconds}
         )
     if args.device.startswith("cuda"):
         tiles = oc.pp.tiles(subset(args.full_tiles))
@@ -357,6 +382,7 @@ def main():
     parser.add_argument("--text", type=int, default=64, help="sentences for the text tower")
     parser.add_argument("--text-batch-size", type=int, default=64)
     parser.add_argument("--precisions", default="fp32,bf16", type=lambda text: text.split(","))
+    parser.add_argument("--int8", action="store_true", help="CPU: also the image tower dynamically quantised to int8")
     parser.add_argument("--side", type=int, default=40_000)
     args = parser.parse_args()
     result = throughput(args) if args.mode == "throughput" else memory(args)

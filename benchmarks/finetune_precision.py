@@ -53,13 +53,15 @@ def run(section, encoder, *, precision: str, epochs: int, batch_size: int, lr: f
     )
     seconds = time.perf_counter() - start
     steps = epochs * (section.tables["table"].n_obs // batch_size)
-    return {
+    row = {
         "precision": precision,
         "steps": steps,
         "seconds": seconds,
         "s_per_step": seconds / steps,
         "loss": tuned.history,
     }
+    print(json.dumps(row), flush=True)  # as soon as measured: a run cut short still leaves its figures
+    return row
 
 
 def main() -> None:
