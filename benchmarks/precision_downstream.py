@@ -23,19 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import scanpy as sc
-from embed_images import cpu_description  # benchmarks/ is on sys.path when run as a script
+from _align_methods import log_normalised  # benchmarks/ is on sys.path when run as a script
+from embed_images import cpu_description
 
 import omiclip as oc
 
 PRECISIONS = ("fp32", "bf16")
 N_GENES = 100
-
-
-def log_normalised(table):
-    adata = table.copy()
-    sc.pp.normalize_total(adata, target_sum=1e4)
-    sc.pp.log1p(adata)
-    return adata
 
 
 def embed_both(sdata, model, precision: str, *, image: bool) -> None:

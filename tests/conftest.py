@@ -35,6 +35,24 @@ def spots(section):
 
 
 @pytest.fixture(scope="session")
+def joint_pca():
+    """``joint_pca(source, target)`` writes ``obsm["X_pca"]`` of both tables from one PCA of their log-normalised counts."""
+
+    def run(source, target, n_comps: int = 20) -> None:
+        import anndata as ad
+        import scanpy as sc
+
+        both = ad.concat({"t": target, "s": source}, index_unique="-")
+        sc.pp.normalize_total(both)
+        sc.pp.log1p(both)
+        sc.pp.pca(both, n_comps=n_comps, random_state=0)
+        target.obsm["X_pca"] = both.obsm["X_pca"][: target.n_obs]
+        source.obsm["X_pca"] = both.obsm["X_pca"][target.n_obs :]
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def her2st_path():
     if not (HER2ST / "counts").is_dir():
         pytest.skip(f"HER2ST data not found at {HER2ST}")

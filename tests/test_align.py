@@ -19,16 +19,11 @@ def rotation(degrees: float, shift=(0.0, 0.0)) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def pair():
+def pair(joint_pca):
     """Sections 0 (target) and 1 (source, rotated, bent, with a missing fragment) with a joint expression PCA."""
     target = oc.datasets.synthetic_tissue(section=0, seed=1, size_um=2000, image=False).tables["table"]
     source = oc.datasets.synthetic_tissue(section=1, seed=1, size_um=2000, image=False).tables["table"]
-    both = ad.concat({"t": target, "s": source}, index_unique="-")
-    sc.pp.normalize_total(both)
-    sc.pp.log1p(both)
-    sc.pp.pca(both, n_comps=20, random_state=0)
-    target.obsm["X_pca"] = both.obsm["X_pca"][: target.n_obs]
-    source.obsm["X_pca"] = both.obsm["X_pca"][target.n_obs :]
+    joint_pca(source, target)
     return source, target
 
 

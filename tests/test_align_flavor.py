@@ -1,9 +1,7 @@
 """``oc.tl.align(flavor=...)``: the omiclip flavour against the official one on a known warp, and the plumbing."""
 
-import anndata as ad
 import numpy as np
 import pytest
-import scanpy as sc
 import spatialdata as sd
 
 import omiclip as oc
@@ -30,7 +28,7 @@ def warp(xy: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def moved_section():
+def moved_section(joint_pca):
     """Target: a synthetic section. Source: its moved copy with counts resampled; joint expression PCA on both."""
     target = oc.datasets.synthetic_tissue(section=0, seed=3, size_um=2000, image=False).tables["table"]
     moved_xy, keep = warp(np.asarray(target.obsm["spatial"], dtype=float))
@@ -38,12 +36,7 @@ def moved_section():
     source.X = np.random.default_rng(1).poisson(np.asarray(source.X.todense())).astype(np.float32)
     source.obsm["spatial"] = moved_xy
     source.obsm["true_spatial"] = np.asarray(target.obsm["spatial"], dtype=float)[keep]
-    both = ad.concat({"t": target, "s": source}, index_unique="-")
-    sc.pp.normalize_total(both)
-    sc.pp.log1p(both)
-    sc.pp.pca(both, n_comps=20, random_state=0)
-    target.obsm["X_pca"] = both.obsm["X_pca"][: target.n_obs]
-    source.obsm["X_pca"] = both.obsm["X_pca"][target.n_obs :]
+    joint_pca(source, target)
     return source, target
 
 
