@@ -60,10 +60,11 @@ def run_one(method: str, n: int) -> dict:
     start = time.perf_counter()
     info = {}
     if method.startswith("omiclip"):
+        from omiclip._core.cpd import CPDOptions
         from omiclip._core.registration import align_points
 
         max_points = None if method == "omiclip-all-points" else 5000
-        result = align_points(source_xy, target_xy, source_f, target_f, max_points=max_points)
+        result = align_points(source_xy, target_xy, source_f, target_f, options=CPDOptions(max_points=max_points))
         aligned = result.rigid
         info = {
             "iterations": result.cpd.iterations,

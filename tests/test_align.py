@@ -8,7 +8,7 @@ import scanpy as sc
 from scipy import sparse
 
 import omiclip as oc
-from omiclip._core.cpd import apply_affine, nonrigid_cpd, rigid_fit
+from omiclip._core.cpd import CPDOptions, apply_affine, nonrigid_cpd, rigid_fit
 
 SPOT_UM = 55.0  # synthetic spot diameter
 
@@ -65,7 +65,7 @@ class TestCore:
 
         reference = Official(X=target, Y=source, alpha=0.5, max_iterations=5, tolerance=0)
         moved, _ = reference.register()
-        ours = nonrigid_cpd(source, target, max_iter=5, tol=0)
+        ours = nonrigid_cpd(source, target, CPDOptions(max_iter=5, tol=0))
         assert ours.sigma2 == pytest.approx(reference.sigma2, rel=1e-3)
         np.testing.assert_allclose(ours.moved, moved[:, :2], atol=1e-4)
 
@@ -74,7 +74,7 @@ class TestCore:
         xy = rng.random((1500, 2))
         features = np.c_[np.cos(4 * xy[:, 1]), xy[:, 0] ** 2]
         source = np.c_[apply_affine(rotation(8, (0.03, -0.02)), xy), features]
-        result = nonrigid_cpd(source, np.c_[xy, features], max_points=400, n_landmarks=200)
+        result = nonrigid_cpd(source, np.c_[xy, features], CPDOptions(max_points=400, n_landmarks=200))
         assert result.n_points == (400, 400)
         assert result.moved.shape == (1500, 2)
         spacing = 1 / np.sqrt(1500)

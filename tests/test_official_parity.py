@@ -186,7 +186,7 @@ def test_point_clouds_scale_three_pcs_and_each_section_on_its_own(sections):
 def test_cpd_with_the_full_kernel_is_pycpd(sections):
     """With as many eigenvectors as points the low-rank kernel is the exact one: pycpd 2.0's full CPD."""
     pycpd = pytest.importorskip("pycpd")
-    from omiclip._core.cpd import nonrigid_cpd
+    from omiclip._core.cpd import CPDOptions, nonrigid_cpd
 
     source, target = sections
     emb_s, emb_t = (a.obsm["X_omiclip_text"].astype(np.float64) for a in (source, target))
@@ -203,7 +203,7 @@ def test_cpd_with_the_full_kernel_is_pycpd(sections):
         X=official_target, Y=official_source, alpha=0.5, beta=2, w=0, max_iterations=10_000, tolerance=1e-9
     )
     moved, _ = reference.register()
-    ours = nonrigid_cpd(official_source, official_target, n_eig=len(official_source))
+    ours = nonrigid_cpd(official_source, official_target, CPDOptions(n_eig=len(official_source)))
     assert ours.iterations == reference.iteration
     np.testing.assert_allclose(ours.moved, moved[:, :2], atol=1e-7)
 

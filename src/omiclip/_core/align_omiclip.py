@@ -34,15 +34,15 @@ from tqdm.auto import tqdm
 
 from omiclip._core.cpd import (
     _SIGMA2_FLOOR,
+    CPDOptions,
     CPDResult,
     _displacement_coordinates,
-    _exact_low_rank,
     _expectation,
     _Field,
     _initial_sigma2,
-    _nystrom,
     _subsample,
     apply_affine,
+    low_rank_kernel,
     rigid_fit,
 )
 from omiclip._core.registration import Alignment
@@ -170,31 +170,20 @@ def _iterations(max_iter: int | None, desc: str, progress: bool):
         bar.close()
 
 
-def rigid_cpd(
-    source: np.ndarray,
-    target: np.ndarray,
-    *,
-    w: float,
-    max_iter: int | None,
-    tol: float,
-    rtol: float | None,
-    dtype: torch.dtype,
-    block_size: int,
-    device,
-    progress: bool = False,
-) -> tuple[np.ndarray, _Variances, int]:
+def rigid_cpd(source: np.ndarray, target: np.ndarray, options: CPDOptions) -> tuple[np.ndarray, _Variances, int]:
     """Rigid CPD (rotation + translation of the first two columns; the rest are fixed features), from the identity.
 
     The M-step is the weighted Procrustes problem of Myronenko & Song (2010) without scaling, from the streamed
     ``P·1``, ``Pᵀ·1`` and ``P·X``. Returns the 3×3 matrix, the fitted variances and the iterations used.
     """
+    dtype, device = options.torch_dtype, options.device
     X = torch.as_tensor(target, dtype=dtype, device=device)
     Y = torch.as_tensor(source, dtype=dtype, device=device)
     Y_xy = torch.as_tensor(source[:, :2], dtype=torch.float64, device=device)
-    variances = _Variances(source, target, tol, rtol)
+    variances = _Variances(source, target, options.tol, options.rtol)
     TY, matrix, iterations = Y.clone(), np.eye(3), 0
-    for iterations in _iterations(max_iter, "rigid CPD", progress):  # noqa: B007 (the count is returned)
-        P1, Pt1, PX = _expectation(X, TY, variances.per_dimension(), w, block_size)
+    for iterations in _iterations(options.max_iter, "rigid CPD", options.progress):  # noqa: B007 (count returned)
+        P1, Pt1, PX = _expectation(X, TY, variances.per_dimension(), options.w, options.block_size)
         P1d, PXd = P1.double(), PX[:, :2].double()
         n_p = P1d.sum()
         mu_x, mu_y = PXd.sum(0) / n_p, (P1d @ Y_xy) / n_p
@@ -220,36 +209,24 @@ def nonrigid_cpd(
     source: np.ndarray,
     target: np.ndarray,
     variances: _Variances,
+    options: CPDOptions,
     *,
-    alpha: float,
-    beta: float,
-    w: float,
-    n_eig: int,
-    n_landmarks: int | None,
     max_iter: int | None,
-    dtype: torch.dtype,
-    block_size: int,
-    device,
     rng: np.random.Generator,
     field: _Field | None = None,
     desc: str = "CPD",
-    progress: bool = False,
 ) -> tuple[_Field, np.ndarray, int, bool, int]:
     """Non-rigid CPD of the first two columns with a σ² per group of columns (see :class:`_Variances`).
 
     The M-step of the motion is the official one (:func:`omiclip._core.cpd._displacement_coordinates`) with the
     coordinates' σ² in the regulariser ``α σ²``: the embedding PCs do not move and so do not enter it. The kernel is
-    the official exact low-rank one (``n_landmarks=None``) or the Nyström one. ``field`` (a coarser level's
+    the official exact low-rank one (``n_landmarks=None``) or the Nyström one, on the coordinates. ``field`` (a coarser level's
     displacement) is the start. Returns the displacement field, the displacement of ``source`` itself, the iterations,
     whether the tolerance was met and the kernel's rank; ``variances`` are updated in place.
     """
     xy = source[:, :2]
-    if n_landmarks is None:
-        Q, lam, expansion = _exact_low_rank(xy, beta, n_eig)
-        landmarks = xy
-    else:
-        landmarks = _subsample(xy, n_landmarks, rng)
-        Q, lam, expansion = _nystrom(xy, landmarks, beta, n_eig)
+    Q, lam, expansion, landmarks = low_rank_kernel(xy, options, rng)
+    dtype, device = options.torch_dtype, options.device
     Y = torch.as_tensor(source, dtype=dtype, device=device)
     X = torch.as_tensor(target, dtype=dtype, device=device)
     Q_t, lam_t = torch.as_tensor(Q, device=device).to(dtype), torch.as_tensor(lam, device=device)
@@ -258,16 +235,16 @@ def nonrigid_cpd(
         TY[:, :2] += torch.as_tensor(field(xy), dtype=dtype, device=device)
     z = torch.zeros(len(lam), 2, dtype=torch.float64, device=device)
     converged, iterations = False, 0
-    for iterations in _iterations(max_iter, desc, progress):  # noqa: B007 (the count is returned)
-        P1, Pt1, PX = _expectation(X, TY, variances.per_dimension(), w, block_size)
+    for iterations in _iterations(max_iter, desc, options.progress):  # noqa: B007 (the count is returned)
+        P1, Pt1, PX = _expectation(X, TY, variances.per_dimension(), options.w, options.block_size)
         residual = PX[:, :2] - P1[:, None] * Y[:, :2]
-        z = _displacement_coordinates(Q_t, lam_t, P1, residual, alpha * variances.coordinates)
+        z = _displacement_coordinates(Q_t, lam_t, P1, residual, options.alpha * variances.coordinates)
         TY[:, :2] = Y[:, :2] + (Q_t.double() @ z).to(dtype)
         if variances.update(X, TY, P1, Pt1, PX):
             converged = True
             break
     z = z.cpu().numpy()
-    return _Field(landmarks, expansion @ z, beta), Q @ z, iterations, converged, len(lam)
+    return _Field(landmarks, expansion @ z, options.beta), Q @ z, iterations, converged, len(lam)
 
 
 def align_points(
@@ -279,60 +256,41 @@ def align_points(
     source_scale: float = 1.0,
     n_pcs: int = 2,
     center: bool = False,
-    alpha: float = 0.5,
-    beta: float = 2.0,
-    w: float = 0.1,
-    n_eig: int = 100,
-    n_landmarks: int | None = None,
-    max_points: int | None = None,
-    max_iter: int | None = None,
-    refine_iter: int = 5,
-    tol: float = 1e-9,
-    rtol: float | None = None,
-    dtype: str = "float64",
-    block_size: int = 1024,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    progress: bool = False,
+    options: CPDOptions = CPDOptions(w=0.1),
 ) -> tuple[Alignment, float]:
     """Register ``source_xy`` onto ``target_xy`` with the omiclip flavour (see the module's description).
 
-    Parameters as :func:`omiclip._core.registration.align_points` (the same solver options: exact or Nyström
-    kernel, subsets, tolerances, dtype); ``n_pcs`` is capped at the features' rank. Returns the
-    :class:`~omiclip._core.registration.Alignment` and the ratio of the source's robust extent to the target's (far
-    from 1 when the sections are not in the same units).
+    Parameters as :func:`omiclip._core.registration.align_points` (the same :class:`~omiclip._core.cpd.CPDOptions`:
+    exact or Nyström kernel, subsets, tolerances, dtype; here ``w`` defaults to 0.1); ``n_pcs`` is capped at the
+    features' rank. Returns the :class:`~omiclip._core.registration.Alignment` and the ratio of the source's robust
+    extent to the target's (far from 1 when the sections are not in the same units).
     """
-    rng = np.random.default_rng(seed)
-    torch_dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
+    rng = np.random.default_rng(options.seed)
     source_in_target_units = np.asarray(source_xy, dtype=np.float64) * source_scale
     if source_features is not None:
         n_pcs = min(n_pcs, *target_features.shape)
-    clouds = point_clouds(
-        source_in_target_units, target_xy, source_features, target_features, n_pcs=n_pcs, center=center, seed=seed
-    )
-    common = {"w": w, "dtype": torch_dtype, "block_size": block_size, "device": device, "progress": progress}
+    features = {"n_pcs": n_pcs, "center": center, "seed": options.seed}
+    clouds = point_clouds(source_in_target_units, target_xy, source_features, target_features, **features)
+    max_points = options.max_points
     source_sub, target_sub = _subsample(clouds.source, max_points, rng), _subsample(clouds.target, max_points, rng)
 
     # 1. rigid CPD from the matched centroids, on coarser subsets: three parameters, and only a start for step 2
     coarse_source = _subsample(source_sub, _COARSE_POINTS, rng)
     coarse_target = _subsample(target_sub, _COARSE_POINTS, rng)
-    start, variances, rigid_iterations = rigid_cpd(
-        coarse_source, coarse_target, max_iter=max_iter, tol=tol, rtol=rtol, **common
-    )
+    start, variances, rigid_iterations = rigid_cpd(coarse_source, coarse_target, options)
     # 2. non-rigid CPD from the rigid result (on subsets, then a few iterations on all points); the σ² go on from
     # the rigid fit's (restarting them only costs iterations)
-    nonrigid = {"alpha": alpha, "beta": beta, "n_eig": n_eig, "n_landmarks": n_landmarks, "rng": rng, **common}
     moved_sub, moved_all = _moved(source_sub, start), _moved(clouds.source, start)
     field, displacement, iterations, converged, rank = nonrigid_cpd(
-        moved_sub, target_sub, variances, max_iter=max_iter, **nonrigid
+        moved_sub, target_sub, variances, options, max_iter=options.max_iter, rng=rng
     )
     refine_iterations = 0
     if len(source_sub) < len(clouds.source) or len(target_sub) < len(clouds.target):
         displacement = field(moved_all[:, :2])
-        if refine_iter > 0:
+        if options.refine_iter > 0:
             _, displacement, refine_iterations, _, rank = nonrigid_cpd(
-                moved_all, clouds.target, variances, max_iter=refine_iter, field=field, desc="CPD, all points",
-                **nonrigid,
+                moved_all, clouds.target, variances, options, max_iter=options.refine_iter, rng=rng, field=field,
+                desc="CPD, all points",
             )  # fmt: skip
     nonrigid_xy = clouds.to_target_units(moved_all[:, :2] + displacement)
     # the rigid output, as in the official code: the least-squares rigid fit to the non-rigid result. With that
@@ -347,7 +305,7 @@ def align_points(
         converged=converged,
         n_points=(len(source_sub), len(target_sub)),
         rank=rank,
-        kernel="exact" if n_landmarks is None else "nystrom",
+        kernel="exact" if options.n_landmarks is None else "nystrom",
     )
     alignment = Alignment(nonrigid=cpd.moved, rigid=apply_affine(matrix, source_xy), matrix=matrix, cpd=cpd)
     return alignment, clouds.source_extent_ratio

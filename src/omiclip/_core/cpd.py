@@ -78,47 +78,60 @@ class _Field:
         return out
 
 
+@dataclass(frozen=True)
+class CPDOptions:
+    """Options of the CPD solver, shared by both alignment flavours; the defaults are the official run.
+
+    ``alpha`` (λ, smoothness weight), ``beta`` (width of the motion kernel), ``w`` (outlier weight) and ``n_eig``
+    (rank of the kernel) follow pycpd's ``DeformableRegistration(low_rank=True)``. The kernel's eigenvectors are
+    exact (``n_landmarks=None``, official) or from a Nyström approximation on ``n_landmarks`` random source points.
+    Iterations stop when σ² changes by at most ``tol`` (official), with ``rtol`` also when it changes by less than
+    that fraction or reaches 1e-6 of its start (an exact match), or after ``max_iter`` (``None``: no cap,
+    official). With ``max_points``, the EM first runs on random subsets of at most that many points; its field then
+    starts at most ``refine_iter`` iterations on all points, which remove the noise of the subsets. ``dtype`` is
+    that of the E-step, which streams over blocks of ``block_size`` target points.
+    """
+
+    alpha: float = 0.5
+    beta: float = 2.0
+    w: float = 0.0
+    n_eig: int = 100
+    n_landmarks: int | None = None
+    max_points: int | None = None
+    max_iter: int | None = None
+    refine_iter: int = 5
+    tol: float = 1e-9
+    rtol: float | None = None
+    dtype: str = "float64"
+    block_size: int = 1024
+    device: str | torch.device = "cpu"
+    seed: int = 0
+    progress: bool = False
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """``dtype`` as a torch dtype."""
+        return {"float64": torch.float64, "float32": torch.float32}[self.dtype]
+
+
 def nonrigid_cpd(
-    source: np.ndarray,
-    target: np.ndarray,
-    *,
-    n_moving: int = 2,
-    alpha: float = 0.5,
-    beta: float = 2.0,
-    w: float = 0.0,
-    n_eig: int = 100,
-    n_landmarks: int | None = None,
-    max_points: int | None = None,
-    max_iter: int | None = None,
-    refine_iter: int = 5,
-    tol: float = 1e-9,
-    rtol: float | None = None,
-    dtype: str = "float64",
-    block_size: int = 1024,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    progress: bool = False,
+    source: np.ndarray, target: np.ndarray, options: CPDOptions = CPDOptions(), *, n_moving: int = 2
 ) -> CPDResult:
     """Move the first ``n_moving`` columns of ``source`` so that the source cloud matches ``target``.
 
-    Parameters follow pycpd's ``DeformableRegistration(low_rank=True)``: ``alpha`` (λ, smoothness weight), ``beta``
-    (width of the motion kernel), ``w`` (outlier weight), ``n_eig`` (rank of the kernel). The kernel's eigenvectors
-    are exact (``n_landmarks=None``, official) or from a Nyström approximation on ``n_landmarks`` random source
-    points. Iterations stop when σ² changes by at most ``tol`` (official), with ``rtol`` also when it changes by
-    less than that fraction or reaches 1e-6 of its start (an exact match), or after ``max_iter`` (``None``:
-    no cap, official). A σ² that is not positive becomes ``tol / 10`` (official). With ``max_points``, the EM
-    first runs on random subsets of at most that many points; its field then starts at most ``refine_iter``
-    iterations on all points, which remove the noise of the subsets. ``dtype`` is that of the E-step.
+    With the default :class:`CPDOptions` this is the official run; a σ² that is not positive becomes ``tol / 10``
+    (official).
     """
-    rng = np.random.default_rng(seed)
-    torch_dtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
+    rng = np.random.default_rng(options.seed)
+    torch_dtype, device = options.torch_dtype, options.device
     # CPD is translation invariant; centring keeps the distances of the E-step precise
     centre = np.asarray(target, dtype=np.float64).mean(0)
     source = np.asarray(source, dtype=np.float64) - centre
     target = np.asarray(target, dtype=np.float64) - centre
-    levels = [(_subsample(source, max_points, rng), _subsample(target, max_points, rng), max_iter)]
+    first = (_subsample(source, options.max_points, rng), _subsample(target, options.max_points, rng), options.max_iter)
+    levels = [first]
     if len(levels[0][0]) < len(source) or len(levels[0][1]) < len(target):
-        levels.append((source, target, refine_iter))
+        levels.append((source, target, options.refine_iter))
 
     field, sigma2, counts, converged, rank, moved = None, None, [], False, 0, None
     for level, (level_source, level_target, cap) in enumerate(levels):
@@ -127,12 +140,8 @@ def nonrigid_cpd(
             continue
         Y = torch.as_tensor(level_source, dtype=torch_dtype, device=device)
         X = torch.as_tensor(level_target, dtype=torch_dtype, device=device)
-        if n_landmarks is None:
-            Q, lam, expansion = _exact_low_rank(level_source, beta, n_eig)
-            landmarks = level_source
-        else:
-            landmarks = _subsample(level_source, n_landmarks, rng)
-            Q, lam, expansion = _nystrom(level_source, landmarks, beta, n_eig)
+        # the official kernel is on all columns, features included (pycpd builds G from the whole Y)
+        Q, lam, expansion, landmarks = low_rank_kernel(level_source, options, rng)
         TY = Y.clone()
         if field is not None:  # warm start from the coarser level's field
             TY[:, :n_moving] += torch.as_tensor(field(level_source), dtype=torch_dtype, device=device)
@@ -140,16 +149,15 @@ def nonrigid_cpd(
             sigma2 = _initial_sigma2(level_source, level_target)
             # With a relative tolerance an exact match never converges (σ² shrinks geometrically): stop at a match
             # to ~1e-3 of the clouds' spread
-            sigma2_floor = _SIGMA2_FLOOR * sigma2 if rtol is not None else 0.0
+            sigma2_floor = _SIGMA2_FLOOR * sigma2 if options.rtol is not None else 0.0
         z, sigma2, iterations, level_converged = _em(
             X, Y, TY, torch.as_tensor(Q, device=device), torch.as_tensor(lam, device=device), sigma2, sigma2_floor,
-            n_moving=n_moving, alpha=alpha, w=w, max_iter=cap, tol=tol, rtol=rtol, block_size=block_size,
-            desc="CPD" if level == 0 else "CPD, all points", progress=progress,
+            n_moving=n_moving, options=options, max_iter=cap, desc="CPD" if level == 0 else "CPD, all points",
         )  # fmt: skip
         converged = level_converged if level == 0 else converged
         counts.append(iterations)
         z = z.cpu().numpy()
-        field, rank = _Field(landmarks, expansion @ z, beta), len(lam)
+        field, rank = _Field(landmarks, expansion @ z, options.beta), len(lam)
         if len(level_source) == len(source):  # all points: the displacement itself, not the field's expansion
             moved = source[:, :n_moving] + Q @ z + centre[:n_moving]
 
@@ -163,19 +171,20 @@ def nonrigid_cpd(
         converged=converged,
         n_points=(len(levels[0][0]), len(levels[0][1])),
         rank=rank,
-        kernel="exact" if n_landmarks is None else "nystrom",
+        kernel="exact" if options.n_landmarks is None else "nystrom",
     )
 
 
-def _em(X, Y, TY, Q, lam, sigma2, sigma2_floor, *, n_moving, alpha, w, max_iter, tol, rtol, block_size, desc, progress):
+def _em(X, Y, TY, Q, lam, sigma2, sigma2_floor, *, n_moving, options: CPDOptions, max_iter, desc):
     """EM iterations from ``TY``; returns the displacement coordinates z (``TY - Y = Q z``), σ², count, converged."""
+    alpha, w, tol, rtol = options.alpha, options.w, options.tol, options.rtol
     Q = Q.to(X.dtype)
     z = torch.zeros(len(lam), n_moving, dtype=torch.float64, device=Q.device)
     converged, iterations = False, 0
-    bar = tqdm(total=max_iter, desc=desc, unit="it", disable=not progress, leave=False)
+    bar = tqdm(total=max_iter, desc=desc, unit="it", disable=not options.progress, leave=False)
     while max_iter is None or iterations < max_iter:
         iterations += 1
-        P1, Pt1, PX = _expectation(X, TY, sigma2, w, block_size)
+        P1, Pt1, PX = _expectation(X, TY, sigma2, w, options.block_size)
         z = _displacement_coordinates(Q, lam, P1, PX[:, :n_moving] - P1[:, None] * Y[:, :n_moving], alpha * sigma2)
         TY[:, :n_moving] = Y[:, :n_moving] + (Q.double() @ z).to(X.dtype)
         new_sigma2 = _variance(X, TY, P1, Pt1, PX)
@@ -191,6 +200,14 @@ def _em(X, Y, TY, Q, lam, sigma2, sigma2_floor, *, n_moving, alpha, w, max_iter,
             break
     bar.close()
     return z, sigma2, iterations, converged
+
+
+def low_rank_kernel(points: np.ndarray, options: CPDOptions, rng: np.random.Generator):
+    """The motion kernel on ``points`` as ``Q, λ, expansion, landmarks``: exact (official) or Nyström."""
+    if options.n_landmarks is None:
+        return (*_exact_low_rank(points, options.beta, options.n_eig), points)
+    landmarks = _subsample(points, options.n_landmarks, rng)
+    return (*_nystrom(points, landmarks, options.beta, options.n_eig), landmarks)
 
 
 def _subsample(points: np.ndarray, max_points: int | None, rng: np.random.Generator) -> np.ndarray:

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from omiclip._core.cpd import CPDResult, apply_affine, nonrigid_cpd, rigid_fit
+from omiclip._core.cpd import CPDOptions, CPDResult, apply_affine, nonrigid_cpd, rigid_fit
 
 Scaling = Literal["shared", "each"]
 
@@ -91,8 +91,7 @@ def align_points(
     n_pcs: int = 2,
     scaling: Scaling = "each",
     center: bool = False,
-    seed: int = 0,
-    **cpd_kwargs,
+    options: CPDOptions = CPDOptions(),
 ) -> Alignment:
     """Register ``source_xy`` onto ``target_xy`` (Loki Align); features are embeddings or ``None``.
 
@@ -108,9 +107,9 @@ def align_points(
         n_pcs=n_pcs,
         scaling=scaling,
         center=center,
-        seed=seed,
+        seed=options.seed,
     )
-    cpd = nonrigid_cpd(source_cloud, target_cloud, n_moving=2, seed=seed, **cpd_kwargs)
+    cpd = nonrigid_cpd(source_cloud, target_cloud, options, n_moving=2)
     nonrigid = cpd.moved * span + offset
     matrix = rigid_fit(source_in_target_units, nonrigid) @ np.diag([source_scale, source_scale, 1.0])
     return Alignment(nonrigid=nonrigid, rigid=apply_affine(matrix, source_xy), matrix=matrix, cpd=cpd)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import warnings
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ from anndata import AnnData
 from omiclip import _logging as logg
 from omiclip._anndata import get_coordinates, get_table, is_spatialdata, reference_pair, working_copy
 from omiclip._core import align_omiclip
-from omiclip._core.cpd import apply_affine
+from omiclip._core.cpd import CPDOptions, apply_affine
 from omiclip._core.registration import Alignment, Scaling, align_points, chain
 from omiclip._docs import doc_params
 from omiclip._keys import ALIGNED_KEY, MICRONS_PER_UNIT_KEY, SPATIAL_KEY, claim, nonrigid_key, record, stack_key
@@ -395,38 +396,35 @@ def _align_tables(
     check_int("seed", seed, min=0)
     if max_iter is None and tol <= 0 and rtol is None:
         raise ValueError("With `max_iter=None` the iterations stop on `tol` or `rtol`: give `tol > 0` or an `rtol`.")
-    solver = {
-        "n_landmarks": n_landmarks,
-        "max_points": max_points,
-        "max_iter": max_iter,
-        "tol": tol,
-        "rtol": rtol,
-        "dtype": dtype,
-    }
+    options = CPDOptions(
+        alpha=alpha,
+        beta=beta,
+        w=w,
+        n_eig=n_eig,
+        n_landmarks=n_landmarks,
+        max_points=max_points,
+        max_iter=max_iter,
+        refine_iter=refine_iter,
+        tol=tol,
+        rtol=rtol,
+        dtype=dtype,
+        device=resolve_device(device),
+        seed=seed,
+        progress=progress,
+    )
     if n_landmarks is None and source.n_obs > _EXACT_KERNEL_MAX_POINTS:
-        solver = _scalable_solver(source.n_obs, solver)
+        options = _scalable_solver(source.n_obs, options)
 
     start = logg.info(f"aligning {source.n_obs} source spots onto {target.n_obs} target spots")
-    options = {
-        "source_scale": source_scale,
-        "n_pcs": n_pcs,
-        "center": center,
-        "seed": seed,
-        "alpha": alpha,
-        "beta": beta,
-        "w": w,
-        "n_eig": n_eig,
-        "refine_iter": refine_iter,
-        "device": resolve_device(device),
-        "progress": progress,
-        **solver,
-    }
+    cores = {"source_scale": source_scale, "n_pcs": n_pcs, "center": center, "options": options}
     if flavor == "omiclip":
-        result, extent_ratio = align_omiclip.align_points(source_xy, target_xy, source_emb, target_emb, **options)
+        result, extent_ratio = align_omiclip.align_points(source_xy, target_xy, source_emb, target_emb, **cores)
         _warn_if_extents_differ(extent_ratio)
     else:
-        result = align_points(source_xy, target_xy, source_emb, target_emb, scaling=scaling, **options)
-    _warn_if_not_converged(result, solver["max_iter"])
+        result = align_points(source_xy, target_xy, source_emb, target_emb, scaling=scaling, **cores)
+    _warn_if_not_converged(result, options.max_iter)
+    solver = {name: getattr(options, name) for name in _RECORDED_SOLVER_OPTIONS}
+    solver.update({name: word for name, word in _NONE_MEANS.items() if solver[name] is None})
     params = {
         "use_rep": use_rep,
         "target_rep": target_rep,
@@ -434,18 +432,8 @@ def _align_tables(
         "n_pcs": n_pcs,
         "scaling": scaling if flavor == "loki" else "target units, robust extent",
         "center": center,
-        "alpha": alpha,
-        "beta": beta,
-        "w": w,
-        "n_eig": n_eig,
+        **solver,
         "kernel": result.cpd.kernel,
-        "n_landmarks": solver["n_landmarks"] if solver["n_landmarks"] is not None else "all",
-        "max_points": solver["max_points"] if solver["max_points"] is not None else "all",
-        "max_iter": solver["max_iter"] if solver["max_iter"] is not None else "none",
-        "refine_iter": refine_iter,
-        "tol": solver["tol"],
-        "rtol": solver["rtol"] if solver["rtol"] is not None else "none",
-        "dtype": solver["dtype"],
         "seed": seed,
     }
     return result, params, start
@@ -500,6 +488,11 @@ def _unit_ratio(source: tuple, target: tuple) -> float:
 # minute at 10,000 on 2 cores, growing as M² and M³) is out of reach; the official code, which also holds M×N×D
 # differences, crashes well before.
 _EXACT_KERNEL_MAX_POINTS = 10_000
+# CPDOptions recorded in uns (device, progress and block size do not change the result); how a None is written
+_RECORDED_SOLVER_OPTIONS = (
+    "alpha", "beta", "w", "n_eig", "n_landmarks", "max_points", "max_iter", "refine_iter", "tol", "rtol", "dtype",
+)  # fmt: skip
+_NONE_MEANS = {"n_landmarks": "all", "max_points": "all", "max_iter": "none", "rtol": "none"}
 # What the default switches to above that size (the scalable options, measured in benchmarks/align_scale.py)
 _SCALABLE_SOLVER = {
     "n_landmarks": 1000,
@@ -509,14 +502,14 @@ _SCALABLE_SOLVER = {
     "rtol": 1e-5,
     "dtype": "float32",
 }
-# align()'s (official) defaults of the same options
-_DEFAULTS = {"n_landmarks": None, "max_points": None, "max_iter": None, "tol": 1e-9, "rtol": None, "dtype": "float64"}
 
 
-def _scalable_solver(n_source: int, solver: dict) -> dict:
+def _scalable_solver(n_source: int, options: CPDOptions) -> CPDOptions:
     """The scalable solver for a source too large for the exact kernel; options the caller set are kept."""
+    official = CPDOptions()
     chosen = {
-        key: solver[key] if solver[key] != default else _SCALABLE_SOLVER[key] for key, default in _DEFAULTS.items()
+        name: value if (value := getattr(options, name)) != getattr(official, name) else scalable
+        for name, scalable in _SCALABLE_SOLVER.items()
     }
     warnings.warn(
         f"The source has {n_source:,} spots: the exact motion kernel of the official code ({n_source:,}² float64, "
@@ -526,7 +519,7 @@ def _scalable_solver(n_source: int, solver: dict) -> dict:
         UserWarning,
         stacklevel=3,
     )
-    return chosen
+    return dataclasses.replace(options, **chosen)
 
 
 def _warn_if_not_converged(result: Alignment, max_iter: int | None) -> None:
