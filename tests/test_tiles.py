@@ -118,7 +118,7 @@ class TestSpotTiles:
 
     def test_stored_microns_per_unit_is_checked(self, section):
         section.tables["table"].uns["microns_per_unit"] = 0.0
-        with pytest.raises(ValueError, match=r"`.uns\['microns_per_unit'\]` of table 'table' must be a finite"):
+        with pytest.raises(ValueError, match=r"`table.uns\['microns_per_unit'\]` must be a finite number > 0"):
             oc.pp.tiles(section)
 
     def test_instance_ids_not_in_shapes(self, section):

@@ -18,6 +18,7 @@ from omiclip import _logging as logg
 from omiclip._anndata import check_not_empty, get_table
 from omiclip._core.tiling import to_rgb8
 from omiclip._keys import MICRONS_PER_UNIT_KEY
+from omiclip._validate import check_number
 
 VISIUM_SPOT_UM = 55.0
 HD_BIN = re.compile(r"square_(\d{3})um")  # spatialdata-io's Visium HD tables and shapes: square_002um, ...
@@ -84,18 +85,6 @@ class SpotGeometry:
     table_key: str | None
     image_key: str
     other_images: dict[str, float] = field(default_factory=dict)
-
-
-def check_positive(value, name: str) -> None:
-    """``None`` means "use the default"; anything else must be a usable physical size."""
-    if value is None:
-        return
-    try:
-        ok = bool(np.isfinite(value) and value > 0)
-    except TypeError:  # a string or other non-number
-        ok = False
-    if not ok:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
 
 
 def only(mapping, what: str) -> str:
@@ -175,7 +164,8 @@ def spatialdata_geometry(
     circles = "radius" in spots.columns
     if microns_per_unit is None:  # not `or`: an explicit 0 must be an error, not replaced by the stored value
         microns_per_unit = table.uns.get(MICRONS_PER_UNIT_KEY)
-        check_positive(microns_per_unit, f"`.uns[{MICRONS_PER_UNIT_KEY!r}]` of table {table_key!r}")
+        if microns_per_unit is not None:
+            check_number(f"{table_key}.uns[{MICRONS_PER_UNIT_KEY!r}]", microns_per_unit, min=0, min_inclusive=False)
     if microns_per_unit is None:
         microns_per_unit, source = recorded_scale(sdata, table, table_key, shapes_key, size, circles)
         if microns_per_unit is not None:

@@ -21,11 +21,10 @@ from omiclip._core.tiling import (
     tissue_mask,
 )
 from omiclip._keys import MICRONS_PER_UNIT_KEY, grid_key, table_of_shapes
-from omiclip._validate import check_memory
+from omiclip._validate import check_memory, check_number
 from omiclip.pp._spot_geometry import (
     Level,
     SpotGeometry,
-    check_positive,
     image_levels,
     image_microns_per_unit,
     only,
@@ -163,7 +162,8 @@ def tiles(
         ("um_per_px", um_per_px),
         ("microns_per_unit", microns_per_unit),
     ):
-        check_positive(value, f"`{name}`")
+        if value is not None:  # None: the default
+            check_number(name, value, min=0, min_inclusive=False)
     if not (isinstance(min_tissue, int | float | np.number) and 0 <= min_tissue <= 1):
         raise ValueError(
             f"`min_tissue` is the fraction of a grid tile covered by tissue: use 0 to 1, got {min_tissue!r}."

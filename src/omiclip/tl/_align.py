@@ -463,11 +463,12 @@ def _coordinates(table: AnnData, spatial_key: str, which: str) -> np.ndarray:
 
 def _unit_ratio(source: tuple, target: tuple) -> float:
     """Source units → target units when both scales are known; a warning when only one is."""
-    from omiclip.pp._spot_geometry import check_positive, table_scale
+    from omiclip.pp._spot_geometry import table_scale
 
     scales = []
     for (data, table, table_key, given), name in ((source, "microns_per_unit"), (target, "target_microns_per_unit")):
-        check_positive(given, f"`{name}`")
+        if given is not None:
+            check_number(name, given, min=0, min_inclusive=False)
         um = given if given is not None else table.uns.get(MICRONS_PER_UNIT_KEY)
         scales.append(um if um is not None else table_scale(data, table, table_key)[0])
     source_um, target_um = scales
