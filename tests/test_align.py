@@ -138,6 +138,18 @@ class TestAlign:
         oc.tl.align(source, target, use_rep="X_pca", progress=False)
         assert error_um(source.obsm["spatial_aligned"], target.obsm["spatial"]) < 0.1 * SPOT_UM
 
+    @pytest.mark.parametrize("stored", [0.0, -2.0, np.nan, "abc"])
+    def test_a_bad_stored_scale_is_an_error_not_a_mirrored_result(self, pair, stored):
+        source, target = pair
+        target = target.copy()
+        target.uns["microns_per_unit"] = stored  # -2 used to mirror the result silently, 0 to divide by zero
+        with pytest.raises(ValueError, match=r"`target.uns\['microns_per_unit'\]` must be a finite number > 0.*"
+                           r"pass `target_microns_per_unit=`"):  # fmt: skip
+            oc.tl.align(source, target, use_rep="X_pca", progress=False, copy=True)
+        assert "spatial_aligned" not in source.obsm
+        aligned = oc.tl.align(source, target, use_rep="X_pca", target_microns_per_unit=1.0, progress=False, copy=True)
+        assert "spatial_aligned" in aligned.obsm  # the way out the message names works
+
     def test_spatialdata_elements_overlay_the_target(self, section):
         from spatialdata.transformations import get_transformation
 

@@ -466,10 +466,16 @@ def _unit_ratio(source: tuple, target: tuple) -> float:
     from omiclip.pp._spot_geometry import table_scale
 
     scales = []
-    for (data, table, table_key, given), name in ((source, "microns_per_unit"), (target, "target_microns_per_unit")):
+    sides = ((source, "microns_per_unit", "source"), (target, "target_microns_per_unit", "target"))
+    for (data, table, table_key, given), name, side in sides:
         if given is not None:
             check_number(name, given, min=0, min_inclusive=False)
         um = given if given is not None else table.uns.get(MICRONS_PER_UNIT_KEY)
+        if given is None and um is not None:  # a stored scale of 0, < 0 or NaN would divide, mirror or break the CPD
+            try:
+                check_number(f"{side}.uns[{MICRONS_PER_UNIT_KEY!r}]", um, min=0, min_inclusive=False)
+            except ValueError as error:
+                raise ValueError(f"{error} Correct it, or pass `{name}=`.") from None
         scales.append(um if um is not None else table_scale(data, table, table_key)[0])
     source_um, target_um = scales
     if (source_um is None) != (target_um is None):
