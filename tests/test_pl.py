@@ -595,6 +595,15 @@ class TestScanpyForm:
         (ax,) = oc.pl.proportions(adata, color="tumor", spatial_key="spatial_aligned", show=False)
         np.testing.assert_allclose(_patches(ax)[2], 110.0, atol=1e-6)
 
+    def test_a_bad_stored_scale_warns_and_spots_take_their_spacing(self, section):
+        adata = _visium(section, with_image=False)
+        del adata.uns["spatial"]
+        adata.obs["array_row"], adata.obs["array_col"] = 0, 0
+        adata.uns["microns_per_unit"] = -0.5  # would draw spots of negative size
+        with pytest.warns(UserWarning, match=r"`.uns\['microns_per_unit'\]` is -0.5, not a positive number"):
+            (ax,) = oc.pl.proportions(adata, color="tumor", show=False)
+        np.testing.assert_allclose(_patches(ax)[2], 50.0, atol=1e-6)  # half the 100 µm pitch
+
     def test_categorical_colours_shared_with_scanpy(self):
         import scanpy as sc
 

@@ -361,8 +361,18 @@ def _recorded_size(data, table: AnnData) -> tuple[float, np.ndarray] | None:
     if "spot_diameter_fullres" in scalefactors:
         return float(scalefactors["spot_diameter_fullres"]), own_xy
     microns_per_unit = table.uns.get(MICRONS_PER_UNIT_KEY)
-    if microns_per_unit and {"array_row", "array_col"} <= set(table.obs.columns):  # a Visium table
-        return VISIUM_SPOT_UM / float(microns_per_unit), own_xy
+    if microns_per_unit is not None and {"array_row", "array_col"} <= set(table.obs.columns):  # a Visium table
+        try:
+            return VISIUM_SPOT_UM / check_number(
+                MICRONS_PER_UNIT_KEY, microns_per_unit, min=0, min_inclusive=False
+            ), own_xy
+        except ValueError:
+            warnings.warn(
+                f"`.uns[{MICRONS_PER_UNIT_KEY!r}]` is {microns_per_unit!r}, not a positive number: spots are drawn at "
+                "the spacing of their neighbours. Correct it, or pass `size=`.",
+                UserWarning,
+                stacklevel=5,  # the pl function's caller
+            )
     return None
 
 
