@@ -143,8 +143,8 @@ class TestAlign:
         source, target = pair
         target = target.copy()
         target.uns["microns_per_unit"] = stored  # -2 used to mirror the result silently, 0 to divide by zero
-        with pytest.raises(ValueError, match=r"`target.uns\['microns_per_unit'\]` must be a finite number > 0.*"
-                           r"pass `target_microns_per_unit=`"):  # fmt: skip
+        with pytest.raises(ValueError, match=r"`target.uns\['microns_per_unit'\]` is .*, not a finite number > 0: "
+                           r"correct it, or pass `target_microns_per_unit=`"):  # fmt: skip
             oc.tl.align(source, target, use_rep="X_pca", progress=False, copy=True)
         assert "spatial_aligned" not in source.obsm
         aligned = oc.tl.align(source, target, use_rep="X_pca", target_microns_per_unit=1.0, progress=False, copy=True)
@@ -311,6 +311,21 @@ class TestPseudoSpots:
             oc.pp.pseudo_spots(self.cells([[0, 0], [1, 1]], [[1, 1], [1, 1]], ["a", "a"]))
         with pytest.raises(ValueError, match="`microns_per_unit` must be a finite number > 0"):
             oc.pp.pseudo_spots(self.cells([[0, 0], [1, 1]], [[1, 1], [1, 1]], ["a", "a"]), microns_per_unit=np.nan)
+
+    def test_values_that_are_not_counts_are_pooled_with_a_warning(self):
+        cells = self.cells([[0, 0], [1, 1]], [[np.log1p(3), 0], [1, 2]], ["a", "a"])  # a log1p value among counts
+        with pytest.warns(UserWarning, match=r"1 of 3 stored values are not whole numbers.*layer='counts'"):
+            spots = oc.pp.pseudo_spots(cells, microns_per_unit=1.0)
+        np.testing.assert_allclose(spots.X.toarray(), [[np.log1p(3) + 1, 2]], rtol=1e-6)
+
+    def test_unlabelled_cells_are_counted_with_a_warning(self):
+        cells = self.cells([[0, 0], [1, 1], [2, 2]], np.ones((3, 2)), ["a", "b", "a"])
+        cells.obs["cell_type"] = cells.obs["cell_type"].cat.add_categories("unused")
+        cells.obs.loc[cells.obs_names[1], "cell_type"] = np.nan
+        with pytest.warns(UserWarning, match=r"1 of 3 observations have no `.obs\['cell_type'\]` label"):
+            spots = oc.pp.pseudo_spots(cells, groupby="cell_type", microns_per_unit=1.0)
+        assert spots.obs["n_cells"].tolist() == [3]
+        assert spots.obsm["cell_counts"].iloc[0].to_dict() == {"a": 2, "b": 0, "unused": 0}  # the NaN one: nowhere
 
     @pytest.mark.parametrize(("value", "match"), [(np.nan, "NaN or inf"), (np.inf, "NaN or inf"), (-1.0, "negative")])
     def test_counts_must_be_summable(self, value, match):

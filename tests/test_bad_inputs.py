@@ -257,6 +257,34 @@ def _visium_without_scalefactors(c: Inputs) -> None:
     adata.uns["spatial"] = {"lib": {"images": {"hires": np.zeros((50, 50, 3), np.uint8)}, "scalefactors": {}}}
 
 
+def _visium(spatial_columns: int = 2, **scalefactors):
+    """The reference as scanpy's Visium layout, with scale factors (and coordinates) as given."""
+
+    def prepare(c: Inputs) -> None:
+        _visium_without_scalefactors(c)
+        adata = c.reference
+        adata.obsm["spatial"] = np.random.default_rng(0).uniform(0, 100, (adata.n_obs, spatial_columns))
+        recorded = {"tissue_hires_scalef": 0.5, "spot_diameter_fullres": 10.0, **scalefactors}
+        adata.uns["spatial"]["lib"]["scalefactors"] = recorded
+
+    return prepare
+
+
+def _stored(key: str, value, *, table: str = "reference"):
+    def prepare(c: Inputs) -> None:
+        getattr(c, table).uns[key] = value
+
+    return prepare
+
+
+def _radius(value: float):
+    def prepare(c: Inputs) -> None:
+        c.sdata.shapes["spots"]["radius"] = value
+        del c.table.uns["microns_per_unit"]  # so the spots' size sets the scale
+
+    return prepare
+
+
 A, B = np.eye(4)[:3], np.eye(4)[1:]
 
 # (id, call, error, words the message holds)
@@ -287,6 +315,38 @@ CASES = [
         _prepared(_visium_without_scalefactors, lambda c: oc.pp.tiles(c.reference)),
         KeyError,
         ["tissue_hires_scalef"],
+    ),
+    # recorded sizes and scales: never used when not a finite number > 0
+    (
+        "tiles-visium-diameter-negative",
+        _prepared(_visium(spot_diameter_fullres=-55.0), lambda c: oc.pp.tiles(c.reference)),
+        ValueError,
+        ["['spot_diameter_fullres']", "-55.0", "scanpy.read_visium"],
+    ),
+    (
+        "tiles-visium-scalef-zero",
+        _prepared(_visium(tissue_hires_scalef=0), lambda c: oc.pp.tiles(c.reference)),
+        ValueError,
+        ["['tissue_hires_scalef']", "not a finite number > 0"],
+    ),
+    (
+        "tiles-visium-spatial-one-column",
+        _prepared(_visium(spatial_columns=1), lambda c: oc.pp.tiles(c.reference)),
+        ValueError,
+        ["'spatial'", "(n_obs, 2)"],
+    ),
+    ("tiles-spots-radius-negative", _prepared(_radius(-27.5), _tiles()), ValueError, ["shapes 'spots'", "radius"]),
+    (
+        "pseudo_spots-stored-scale-negative",
+        _prepared(_stored("microns_per_unit", -1.0, table="table"), lambda c: oc.pp.pseudo_spots(c.table)),
+        ValueError,
+        ["`.uns['microns_per_unit']` is -1.0"],
+    ),
+    (
+        "align-visium-diameter-negative",
+        _prepared(_visium(spot_diameter_fullres=-55.0), lambda c: oc.tl.align(c.reference, c.table, use_rep=None)),
+        ValueError,
+        ["['spot_diameter_fullres']", "-55.0"],
     ),
     # pp.pseudo_spots
     (

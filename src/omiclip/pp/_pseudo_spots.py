@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,7 +20,7 @@ from omiclip._anndata import (
 from omiclip._core.pseudo_spots import assign, hex_centres, membership
 from omiclip._keys import MICRONS_PER_UNIT_KEY, PSEUDO_SPOTS_KEY, SPATIAL_KEY, record, table_of_shapes
 from omiclip._validate import check_int, check_memory, check_number
-from omiclip.pp._spot_geometry import table_scale
+from omiclip.pp._spot_geometry import recorded_positive, table_scale
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -91,6 +92,8 @@ def pseudo_spots(
     check_not_empty(table)
     xy = get_coordinates(table, spatial_key)
     um = microns_per_unit if microns_per_unit is not None else table.uns.get(MICRONS_PER_UNIT_KEY)
+    if microns_per_unit is None and um is not None:
+        um = recorded_positive(um, f"`.uns[{MICRONS_PER_UNIT_KEY!r}]`")
     if um is None:
         um, source = table_scale(data, table, table_key)
         if um is not None:
@@ -100,14 +103,12 @@ def pseudo_spots(
             "The physical scale is unknown: pass `microns_per_unit=` (µm per unit of the coordinates; 1 for "
             "Xenium µm coordinates) or set `.uns['microns_per_unit']`."
         )
-    check_number("microns_per_unit", um, min=0, min_inclusive=False)
-    check_number("spot_diameter_um", spot_diameter_um, min=0, min_inclusive=False)
-    check_number("spacing_um", spacing_um, min=spot_diameter_um)
     counts = _expression(table, layer)
     if groupby is not None:
         if groupby not in table.obs:
             raise KeyError(f"Did not find {groupby!r} in `.obs`; available: {list(table.obs.columns)}.")
         labels = table.obs[groupby].astype("category")
+        _warn_if_unlabelled(labels, groupby)
 
     start = logg.info(f"pooling {table.n_obs} observations into {spot_diameter_um:g} µm pseudo-spots")
     spacing, radius = spacing_um / um, spot_diameter_um / um / 2
@@ -157,7 +158,28 @@ def _expression(table: AnnData, layer: str | None):
         raise ValueError("Expression contains NaN or inf; fill or remove those values first.")
     if (counts.data < 0).any():
         raise ValueError("Expression contains negative values (scaled data?); pool counts, e.g. `layer='counts'`.")
+    fractional = np.count_nonzero(counts.data != np.round(counts.data))
+    if fractional:
+        warnings.warn(
+            f"{fractional:,} of {counts.nnz:,} stored values are not whole numbers: normalised or log data? Pseudo-"
+            "spots sum the values as a spot sums counts, so pool raw counts (e.g. `layer='counts'`); ignore this for "
+            "corrected counts that are fractional by design.",
+            UserWarning,
+            stacklevel=3,
+        )
     return counts
+
+
+def _warn_if_unlabelled(labels: pd.Series, groupby: str) -> None:
+    """Observations without a label count in ``n_cells`` but in no column of ``cell_counts``: say how many."""
+    missing = int(labels.isna().sum())
+    if missing:
+        warnings.warn(
+            f"{missing:,} of {len(labels):,} observations have no `.obs[{groupby!r}]` label: they are pooled and "
+            "count in `n_cells`, but in no column of `obsm['cell_counts']`. Label them (e.g. 'unknown') to count them.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _spatialdata(sdata, table: AnnData, spots: AnnData, radius: float, coordinate_system: str | None, key: str):

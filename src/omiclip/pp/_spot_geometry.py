@@ -15,7 +15,7 @@ import pandas as pd
 from anndata import AnnData
 
 from omiclip import _logging as logg
-from omiclip._anndata import check_not_empty, get_table
+from omiclip._anndata import check_not_empty, get_coordinates, get_table
 from omiclip._core.tiling import to_rgb8
 from omiclip._keys import MICRONS_PER_UNIT_KEY
 from omiclip._validate import check_number
@@ -85,6 +85,25 @@ class SpotGeometry:
     table_key: str | None
     image_key: str
     other_images: dict[str, float] = field(default_factory=dict)
+
+
+SPOT_SIZE_FIX = "correct the shapes (a circle's size is twice its `radius`, a polygon's the root of its area)"
+
+
+def spot_size_name(shapes_key: str, circles: bool) -> str:
+    return f"The median {'diameter' if circles else 'side'} of the spots in shapes {shapes_key!r}"
+
+
+def recorded_positive(value, where: str, fix: str = "correct it, or pass `microns_per_unit=`") -> float:
+    """A size or scale the data records, as a float; anything but a finite number > 0 is an error.
+
+    Such values divide coordinates or set tile sizes: a negative one would mirror a result silently, zero would
+    divide by zero far from here.
+    """
+    try:
+        return check_number(where, value, min=0, min_inclusive=False)
+    except ValueError:
+        raise ValueError(f"{where} is {value!r}, not a finite number > 0: {fix}.") from None
 
 
 def only(mapping, what: str) -> str:
@@ -162,6 +181,7 @@ def spatialdata_geometry(
     spots = _table_spots(sdata.shapes[shapes_key], table, table_key, shapes_key, attrs["instance_key"])
     centers, size = spot_centres_and_size(sdata, spots, shapes_key)
     circles = "radius" in spots.columns
+    size = recorded_positive(size, spot_size_name(shapes_key, circles), fix=SPOT_SIZE_FIX)
     if microns_per_unit is None:  # not `or`: an explicit 0 must be an error, not replaced by the stored value
         microns_per_unit = table.uns.get(MICRONS_PER_UNIT_KEY)
         if microns_per_unit is not None:
@@ -251,18 +271,23 @@ def recorded_scale(sdata, table, table_key, shapes_key, spot_size, circles: bool
     unit of its tiles.
     """
     reader = sdata.attrs.get("spatialdata_io_reader") if sdata is not None else None
+    size_where = spot_size_name(shapes_key, circles)
     for name in (shapes_key, table_key):
         match = HD_BIN.search(str(name))
         if match:
-            return int(match.group(1)) / spot_size, f"the {int(match.group(1))} µm Visium HD bins"
+            bin_um = int(match.group(1))
+            return bin_um / recorded_positive(spot_size, size_where, SPOT_SIZE_FIX), f"the {bin_um} µm Visium HD bins"
     if reader == "xenium":
         return 1.0, "Xenium's µm coordinates"
     visium = reader == "visium" or (reader is None and {"array_row", "array_col"} <= set(table.obs.columns))
     if visium and circles:
-        return VISIUM_SPOT_UM / spot_size, "the 55 µm Visium spot diameter"
+        return VISIUM_SPOT_UM / recorded_positive(
+            spot_size, size_where, SPOT_SIZE_FIX
+        ), "the 55 µm Visium spot diameter"
     slide_mpp = sdata.attrs.get(LAZYSLIDE_PROPERTIES, {}).get("mpp") if sdata is not None else None
     if shapes_key in sdata.attrs.get(LAZYSLIDE_TILE_SPEC, {}) and slide_mpp:
-        return float(slide_mpp), "the slide's recorded µm per pixel (LazySlide)"
+        mpp = recorded_positive(slide_mpp, f"`attrs[{LAZYSLIDE_PROPERTIES!r}]['mpp']` (LazySlide)")
+        return mpp, "the slide's recorded µm per pixel (LazySlide)"
     return None, ""
 
 
@@ -301,10 +326,11 @@ def table_scale(data, table: AnnData, table_key: str | None) -> tuple[float | No
     from the shapes the table annotates (whose coordinates its ``.obsm["spatial"]`` holds, as the readers write).
     """
     if isinstance(data, AnnData):
-        for library in (data.uns.get("spatial") or {}).values():
+        for library_id, library in (data.uns.get("spatial") or {}).items():
             diameter = (library.get("scalefactors") or {}).get("spot_diameter_fullres")
-            if diameter:
-                return VISIUM_SPOT_UM / float(diameter), "the 55 µm Visium spot diameter"
+            if diameter is not None:
+                where = f"`uns['spatial'][{library_id!r}]['scalefactors']['spot_diameter_fullres']`"
+                return VISIUM_SPOT_UM / recorded_positive(diameter, where), "the 55 µm Visium spot diameter"
         return None, ""
     regions = np.atleast_1d(table.uns.get("spatialdata_attrs", {}).get("region", []))
     if len(regions) != 1 or str(regions[0]) not in data.shapes:
@@ -319,7 +345,9 @@ def image_microns_per_unit(image, units_per_px: float = 1.0) -> float | None:
     """µm per spot unit (or per pixel) from the pixel size an image records (sopa/wsidata metadata), if any."""
     attrs = getattr(image, "attrs", {}) or {}
     mpp = (attrs.get("metadata") or {}).get("mpp", attrs.get("mpp"))
-    return float(mpp) / units_per_px if mpp else None
+    if not mpp:  # absent (None or 0: the readers' "unknown")
+        return None
+    return recorded_positive(mpp, "The image's `attrs['mpp']` (µm per pixel)") / units_per_px
 
 
 def _spots_to_pixels(sdata, spots, image, shapes_key, image_key) -> np.ndarray:
@@ -379,10 +407,16 @@ def visium_anndata_geometry(adata: AnnData, image_key: str | None, library_id: s
         )
     if "spatial" not in adata.obsm:
         raise KeyError("Did not find 'spatial' in `.obsm` (spot centres in full-resolution pixels).")
+    centers_fullres = get_coordinates(adata, "spatial")
     if "spot_diameter_fullres" not in scalefactors:
         raise KeyError(f"{where} lacks `spot_diameter_fullres` (the spot size in full-resolution pixels). {fix}")
-    scale = scalefactors[f"tissue_{image_key}_scalef"]
-    spot_px = scalefactors["spot_diameter_fullres"] * scale
+    reread = "correct it, or re-read the data with `scanpy.read_visium`"
+    recorded = {
+        key: recorded_positive(scalefactors[key], f"{where[:-1]}[{key!r}]`", reread)
+        for key in ("spot_diameter_fullres", *(f"tissue_{image}_scalef" for image in usable))
+    }
+    scale = recorded[f"tissue_{image_key}_scalef"]
+    spot_px = recorded["spot_diameter_fullres"] * scale
     image = np.asarray(images[image_key])
     if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[-1] > 4:
         raise ValueError(
@@ -395,7 +429,7 @@ def visium_anndata_geometry(adata: AnnData, image_key: str | None, library_id: s
         raise ValueError(f"Image {image_key!r} must be uint8 or float, got {image.dtype}.")
     array = image.transpose(2, 0, 1)
     level = Level(array, VISIUM_SPOT_UM / spot_px, float_scale(array[:, ::4, ::4]))
-    centers_px = np.asarray(adata.obsm["spatial"], dtype=float)[:, ::-1] * scale  # (y, x)
-    full_px_um = VISIUM_SPOT_UM / scalefactors["spot_diameter_fullres"]
-    others = {key: full_px_um / scalefactors[f"tissue_{key}_scalef"] for key in usable if key != image_key}
+    centers_px = centers_fullres[:, ::-1] * scale  # (y, x)
+    full_px_um = VISIUM_SPOT_UM / recorded["spot_diameter_fullres"]
+    others = {key: full_px_um / recorded[f"tissue_{key}_scalef"] for key in usable if key != image_key}
     return SpotGeometry([level], centers_px, spot_px, adata.obs_names, None, image_key, others)

@@ -463,7 +463,7 @@ def _coordinates(table: AnnData, spatial_key: str, which: str) -> np.ndarray:
 
 def _unit_ratio(source: tuple, target: tuple) -> float:
     """Source units → target units when both scales are known; a warning when only one is."""
-    from omiclip.pp._spot_geometry import table_scale
+    from omiclip.pp._spot_geometry import recorded_positive, table_scale
 
     scales = []
     sides = ((source, "microns_per_unit", "source"), (target, "target_microns_per_unit", "target"))
@@ -472,10 +472,7 @@ def _unit_ratio(source: tuple, target: tuple) -> float:
             check_number(name, given, min=0, min_inclusive=False)
         um = given if given is not None else table.uns.get(MICRONS_PER_UNIT_KEY)
         if given is None and um is not None:  # a stored scale of 0, < 0 or NaN would divide, mirror or break the CPD
-            try:
-                check_number(f"{side}.uns[{MICRONS_PER_UNIT_KEY!r}]", um, min=0, min_inclusive=False)
-            except ValueError as error:
-                raise ValueError(f"{error} Correct it, or pass `{name}=`.") from None
+            um = recorded_positive(um, f"`{side}.uns[{MICRONS_PER_UNIT_KEY!r}]`", fix=f"correct it, or pass `{name}=`")
         scales.append(um if um is not None else table_scale(data, table, table_key)[0])
     source_um, target_um = scales
     if (source_um is None) != (target_um is None):
