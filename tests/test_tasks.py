@@ -49,6 +49,22 @@ class TestRetrieve:
         np.testing.assert_array_equal(result.obsm["omiclip_retrieved"], expected)
         assert "omiclip_retrieved" not in query.obsm
 
+    @pytest.mark.parametrize("method", ["exact", "approximate"])
+    def test_scores_are_cosines_whatever_the_embeddings_lengths(self, paired, method):
+        """Embeddings from another model need not be unit length: a long reference row must not win every query."""
+        query, reference, truth = paired
+        unit = oc.tl.retrieve(query, reference, k=3, method=method, copy=True, progress=False)
+        query.obsm["X_omiclip_image"] = query.obsm["X_omiclip_image"] * np.linspace(0.5, 3, 25)[:, None]
+        long = reference.obsm["X_omiclip_text"].copy()
+        long[truth[0] + 1 if truth[0] < 39 else 0] *= 10  # not the partner of query 0
+        reference.obsm["X_omiclip_text"] = long
+        scaled = oc.tl.retrieve(query, reference, k=3, method=method, copy=True, progress=False)
+        np.testing.assert_array_equal(scaled.obsm["omiclip_retrieved"], unit.obsm["omiclip_retrieved"])
+        np.testing.assert_allclose(
+            scaled.obsm["omiclip_retrieved_scores"], unit.obsm["omiclip_retrieved_scores"], atol=1e-5
+        )
+        assert scaled.obsm["omiclip_retrieved_scores"].max() <= 1 + 1e-5
+
     def test_errors(self, paired):
         query, reference, _ = paired
         with pytest.raises(ValueError, match=r"`k` must be an integer in \[1, 40\], got 41"):
@@ -88,6 +104,13 @@ class TestPredex:
         np.testing.assert_allclose(result.X[0], [(1 - 3) / 0.4, (10 - 1.2) / 0.4], rtol=1e-5)
         np.testing.assert_allclose(result.X[1], [(0.6 + 2.4 + 1.4) / 1.68, (6 + 0.56) / 1.68], rtol=1e-5)
         assert list(result.obs_names) == ["a", "b"] and list(result.var_names) == ["G1", "G2"]
+
+    def test_weights_are_cosines_whatever_the_embeddings_lengths(self, small):
+        query, reference = small
+        expected = oc.tl.predex(query, reference, progress=False).X
+        query.obsm["X_omiclip_image"] = query.obsm["X_omiclip_image"] * np.array([[2.0], [0.5]], dtype=np.float32)
+        reference.obsm["X_omiclip_text"] = reference.obsm["X_omiclip_text"] * np.array([[1.0], [10.0], [3.0]])
+        np.testing.assert_allclose(oc.tl.predex(query, reference, progress=False).X, expected, rtol=1e-5)
 
     def test_options_by_hand(self, small):
         query, reference = small
@@ -192,6 +215,13 @@ class TestAnnotate:
         oc.tl.annotate(adata, references, other_scores=other, class_temperature=0.1)
         assert adata.obs["omiclip_annotation"].tolist() == ["tumor", "immune", "immune"]
         np.testing.assert_allclose(adata.obsm["omiclip_annotation_scores"].sum(axis=1), 1, rtol=1e-6)
+
+    def test_scores_are_cosines_whatever_the_embeddings_lengths(self, adata):
+        references = pd.DataFrame([[1.0, 0.0], [0.0, 2.0]], index=["tumor", "immune"])
+        expected = oc.tl.annotate(adata, references, copy=True).obsm["omiclip_annotation_scores"]
+        adata.obsm["X_omiclip_image"] = adata.obsm["X_omiclip_image"] * np.array([[1.0], [1.0], [5.0]])
+        scaled = oc.tl.annotate(adata, references, copy=True).obsm["omiclip_annotation_scores"]
+        np.testing.assert_allclose(scaled.to_numpy(), expected.to_numpy(), atol=1e-6)
 
     def test_temperature_is_the_official_softmax_over_observations(self, adata):
         """annotate_with_bulk(tensor=True): softmax over all spots of cos / (sqrt(768) T), by hand for dim 2."""

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from omiclip import _logging as logg
+
 if TYPE_CHECKING:
     from spatialdata import SpatialData
 
@@ -107,6 +109,21 @@ def get_rep(adata: AnnData, use_rep: str, *, made_by: str = "oc.tl.embed") -> np
         raise ValueError(f"`.obsm[{use_rep!r}]` must be (n_obs, dim), got shape {rep.shape}.")
     check_embeddings(rep, f"`.obsm[{use_rep!r}]`")
     return rep
+
+
+def unit_rows(vectors: np.ndarray, where: str) -> np.ndarray:
+    """``vectors`` with every row scaled to unit length, so that dot products are cosines (Loki's ``F.normalize``).
+
+    Embeddings from :func:`omiclip.tl.embed` already are, and come back unchanged (bit for bit); others (e.g. from
+    another model) would otherwise let their longest rows win every similarity.
+    """
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if np.allclose(norms, 1.0, rtol=0, atol=1e-3):
+        return vectors
+    logg.info(
+        f"    rows of {where} scaled to unit length (norms {norms.min():.3g}–{norms.max():.3g}): cosine similarity"
+    )
+    return (vectors / norms).astype(vectors.dtype, copy=False)
 
 
 def check_embeddings(vectors: np.ndarray, where: str) -> None:

@@ -16,6 +16,7 @@ from omiclip._anndata import (
     get_rep,
     get_table,
     obsm_frame,
+    unit_rows,
     working_copy,
 )
 from omiclip._docs import doc_params
@@ -110,7 +111,7 @@ def annotate(
     other = None if other_scores is None else _aligned(other_scores, classes, table.obs_names)
 
     start = logg.info(f"annotating {table.n_obs} observations with {len(classes)} references")
-    scores = embedding @ class_embeddings.T
+    scores = unit_rows(embedding, f"`.obsm[{use_rep!r}]`") @ class_embeddings.T
     if other is not None:
         scores = _min_max_rows(scores) + _min_max_rows(other)
     if temperature is not None:

@@ -10,7 +10,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from omiclip import _logging as logg
-from omiclip._anndata import get_expression, get_table, obsm_frame, reference_pair, working_copy
+from omiclip._anndata import get_expression, get_table, obsm_frame, reference_pair, unit_rows, working_copy
 from omiclip._core.similarity import Weighting, weighted_average
 from omiclip._docs import doc_params
 from omiclip._keys import PREDICTED_KEY, claim, record
@@ -122,6 +122,8 @@ def predex(
     start = logg.info(
         f"predicting {len(genes)} genes for {query_table.n_obs} observations from {reference_table.n_obs} references"
     )
+    query_emb = unit_rows(query_emb, f"`.obsm[{use_rep!r}]` of the query")
+    reference_emb = unit_rows(reference_emb, f"`.obsm[{reference_rep or use_rep!r}]` of the reference")
     predicted, weight_sums = weighted_average(
         query_emb,
         reference_emb,

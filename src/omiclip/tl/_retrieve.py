@@ -6,7 +6,7 @@ import numpy as np
 from anndata import AnnData
 
 from omiclip import _logging as logg
-from omiclip._anndata import get_table, reference_pair, working_copy
+from omiclip._anndata import get_table, reference_pair, unit_rows, working_copy
 from omiclip._core.similarity import top_k
 from omiclip._docs import doc_params
 from omiclip._keys import RETRIEVED_KEY, claim, record, scores_key
@@ -81,6 +81,8 @@ def retrieve(
     claim(query_table, [("obsm", key_added), ("obsm", scores_key(key_added))], reads=[("obsm", use_rep)])
 
     start = logg.info(f"retrieving the top {k} of {reference_table.n_obs} references for {query_table.n_obs} queries")
+    query_emb = unit_rows(query_emb, f"`.obsm[{use_rep!r}]` of the query")
+    reference_emb = unit_rows(reference_emb, f"`.obsm[{reference_rep or use_rep!r}]` of the reference")
     if method == "exact":
         indices, scores = top_k(query_emb, reference_emb, k, block_size=block_size, progress=progress)
     else:
