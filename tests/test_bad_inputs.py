@@ -285,6 +285,16 @@ def _radius(value: float):
     return prepare
 
 
+def _repeated_names(c: Inputs) -> None:
+    names = c.reference.obs_names.tolist()
+    c.reference.obs_names = [names[0], *names[:-1]]  # the first name twice
+
+
+def _repeated_table_names(c: Inputs) -> None:
+    names = c.table.obs_names.tolist()
+    c.table.obs_names = [names[0], *names[:-1]]
+
+
 A, B = np.eye(4)[:3], np.eye(4)[1:]
 
 # (id, call, error, words the message holds)
@@ -422,6 +432,12 @@ CASES = [
         ["X_omiclip_text", "zero"],
     ),
     ("retrieve-reference_rep", _retrieve(reference_rep="nope"), KeyError, ["nope"]),
+    (
+        "retrieve-reference-repeated-names",
+        _prepared(_repeated_names, _retrieve()),
+        ValueError,
+        ["The reference repeats 1 `obs_names`", "obs_names_make_unique()"],
+    ),
     # tl.predex
     ("predex-k-float", _predex(k=2.0), ValueError, ["`k`"]),
     ("predex-n_top_genes-float", _predex(n_top_genes=2.5), ValueError, ["n_top_genes"]),
@@ -520,6 +536,12 @@ CASES = [
         _pl("embedding", "sdata", use_rep="X_omiclip_text", n_neighbors=2.5),
         ValueError,
         ["n_neighbors"],
+    ),
+    (
+        "pl.retrieval-query-repeated-names",
+        _prepared(_repeated_table_names, _pl("retrieval", "sdata", "ref", n=2)),
+        ValueError,
+        ["The query repeats 1 `obs_names`", "obs_names_make_unique()"],
     ),
     ("pl.embedding-ncols-zero", _pl("embedding", "sdata", use_rep="X_omiclip_text", ncols=0), ValueError, ["ncols"]),
     ("pl.embedding-basis", _pl("embedding", "sdata", use_rep="X_omiclip_text", basis="tsne"), ValueError, ["basis"]),

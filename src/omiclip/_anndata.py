@@ -90,6 +90,17 @@ def check_not_empty(adata: AnnData, name: str = "the data") -> None:
         raise ValueError(f"{name[0].upper()}{name[1:]} has no observations (n_obs == 0).")
 
 
+def check_unique_names(adata: AnnData, axis: str = "obs", name: str = "the data") -> None:
+    """Observations (or genes) are looked up by name: a repeated name would be ambiguous, so it is an error."""
+    names = adata.obs_names if axis == "obs" else adata.var_names
+    if not names.is_unique:
+        repeated = names[names.duplicated()].unique()
+        raise ValueError(
+            f"{name[0].upper()}{name[1:]} repeats {len(repeated)} `{axis}_names` (e.g. {list(repeated[:3])}), which "
+            f"are looked up by name here; call `.{axis}_names_make_unique()` first."
+        )
+
+
 def get_expression(adata: AnnData, layer: str | None = None, *, name: str = "the data"):
     """The expression matrix ``X`` or ``layers[layer]``, with the errors that say what to pass."""
     if layer is not None and layer not in adata.layers:

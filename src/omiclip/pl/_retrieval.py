@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from anndata import AnnData
 
-from omiclip._anndata import as_names, get_table, is_spatialdata
+from omiclip._anndata import as_names, check_unique_names, get_table, is_spatialdata
 from omiclip._docs import doc_params
 from omiclip._keys import RETRIEVED_KEY, get_record, scores_key
 from omiclip._validate import check_int
@@ -90,6 +90,7 @@ def retrieval(
     scores = np.asarray(query_table.obsm[scores_key(key)])
     if not 1 <= n <= retrieved.shape[1]:
         raise ValueError(f"`n` must be between 1 and the {retrieved.shape[1]} retrieved per query, got {n}.")
+    check_unique_names(query_table, name="the query")
     shown = [query_table.obs_names[0]] if obs is None else ([obs] if isinstance(obs, str) else list(obs))
     if not shown:
         raise ValueError("`obs` is empty; pass the query observations to show.")

@@ -12,7 +12,14 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from omiclip._anndata import check_not_empty, check_obs_key, get_expression, get_table, restore_names
+from omiclip._anndata import (
+    check_not_empty,
+    check_obs_key,
+    check_unique_names,
+    get_expression,
+    get_table,
+    restore_names,
+)
 from omiclip._docs import doc_params
 from omiclip._keys import ANNOTATION_KEY, PROPORTIONS_KEY, SPATIAL_KEY, get_record, scores_key
 from omiclip.metrics import pearson
@@ -274,6 +281,7 @@ def predex(
     not_measured = [g for g in genes if g not in table.var_names]
     if not_measured:
         raise KeyError(f"Genes {not_measured[:5]} are not measured in the data (its `var_names`).")
+    check_unique_names(table)
     rows = table.obs_names.get_indexer(prediction.index)
     if (rows < 0).any():
         raise KeyError(
@@ -344,5 +352,6 @@ def _prediction(table: AnnData, predicted: AnnData | str) -> pd.DataFrame:
 
 
 def _expression(table: AnnData, genes: list[str], layer: str | None) -> np.ndarray:
+    check_unique_names(table, "var")
     selected = get_expression(table, layer)[:, table.var_names.get_indexer(genes)]
     return np.asarray(selected.toarray() if sparse.issparse(selected) else selected, dtype=np.float64)

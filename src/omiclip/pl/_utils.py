@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from omiclip._anndata import check_not_empty, get_coordinates, get_table, is_spatialdata
+from omiclip._anndata import check_not_empty, check_unique_names, get_coordinates, get_table, is_spatialdata
 from omiclip._keys import MICRONS_PER_UNIT_KEY, SPATIAL_KEY, colors_key
 from omiclip._validate import check_int, check_number
 from omiclip.pp._spot_geometry import VISIUM_SPOT_UM
@@ -221,6 +221,7 @@ def background(
     from omiclip.pp import tiles
 
     table = get_table(data, table_key)
+    check_unique_names(table)
     xy = positions(table, spatial_key)
     full = tiles(data, image_key=image_key, table_key=table_key, um_per_px=None)
     height, width = full.level.shape

@@ -10,7 +10,15 @@ from anndata import AnnData
 from scipy import sparse
 
 from omiclip import _logging as logg
-from omiclip._anndata import get_expression, get_table, obsm_frame, reference_pair, unit_rows, working_copy
+from omiclip._anndata import (
+    check_unique_names,
+    get_expression,
+    get_table,
+    obsm_frame,
+    reference_pair,
+    unit_rows,
+    working_copy,
+)
 from omiclip._core.similarity import Weighting, weighted_average
 from omiclip._docs import doc_params
 from omiclip._keys import PREDICTED_KEY, claim, record
@@ -206,6 +214,7 @@ def _reference_expression(reference: AnnData, genes, n_top_genes: int, layer: st
             raise KeyError(f"{len(missing)} genes are not in the reference (e.g. {missing[:5]}).")
         if not genes:
             raise ValueError("`genes` is empty.")
+        check_unique_names(reference, "var", name="the reference")
         columns = reference.var_names.get_indexer(genes)
     selected = matrix[:, columns]
     selected = selected.toarray() if sparse.issparse(selected) else np.asarray(selected)

@@ -6,7 +6,7 @@ import numpy as np
 from anndata import AnnData
 
 from omiclip import _logging as logg
-from omiclip._anndata import get_table, reference_pair, unit_rows, working_copy
+from omiclip._anndata import check_unique_names, get_table, reference_pair, unit_rows, working_copy
 from omiclip._core.similarity import top_k
 from omiclip._docs import doc_params
 from omiclip._keys import RETRIEVED_KEY, claim, record, scores_key
@@ -76,6 +76,7 @@ def retrieve(
     query_table, reference_table, query_emb, reference_emb = reference_pair(
         query, reference, use_rep, reference_rep, table_key=table_key, reference_table_key=reference_table_key
     )
+    check_unique_names(reference_table, name="the reference")  # its names map the retrieved positions back
     check_int("k", k, min=1, max=reference_table.n_obs)
     check_choice("method", method, ("exact", "approximate"))
     claim(query_table, [("obsm", key_added), ("obsm", scores_key(key_added))], reads=[("obsm", use_rep)])
