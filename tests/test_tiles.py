@@ -118,7 +118,8 @@ class TestSpotTiles:
 
     def test_stored_microns_per_unit_is_checked(self, section):
         section.tables["table"].uns["microns_per_unit"] = 0.0
-        with pytest.raises(ValueError, match=r"`table.uns\['microns_per_unit'\]` must be a finite number > 0"):
+        stored = r"`table.uns\['microns_per_unit'\]` is 0.0, not a finite number > 0"
+        with pytest.raises(ValueError, match=stored + ": correct it, or pass `microns_per_unit=`"):
             oc.pp.tiles(section)
 
     def test_instance_ids_not_in_shapes(self, section):

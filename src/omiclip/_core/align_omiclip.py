@@ -221,8 +221,8 @@ def nonrigid_cpd(
     The M-step of the motion is the official one (:func:`omiclip._core.cpd._displacement_coordinates`) with the
     coordinates' σ² in the regulariser ``α σ²``: the embedding PCs do not move and so do not enter it. The kernel is
     the official exact low-rank one (``n_landmarks=None``) or the Nyström one, on the coordinates. ``field`` (a
-    coarser level's displacement) is the start. Returns the displacement field, the displacement of ``source`` itself, the iterations,
-    whether the tolerance was met and the kernel's rank; ``variances`` are updated in place.
+    coarser level's displacement) is the start. Returns the displacement field, the displacement of ``source``
+    itself, the iterations, whether the tolerance was met and the kernel's rank; ``variances`` are updated in place.
     """
     xy = source[:, :2]
     Q, lam, expansion, landmarks = low_rank_kernel(xy, options, rng)

@@ -364,9 +364,8 @@ def _recorded_size(data, table: AnnData) -> tuple[float, np.ndarray] | None:
     microns_per_unit = table.uns.get(MICRONS_PER_UNIT_KEY)
     if microns_per_unit is not None and {"array_row", "array_col"} <= set(table.obs.columns):  # a Visium table
         try:
-            return VISIUM_SPOT_UM / check_number(
-                MICRONS_PER_UNIT_KEY, microns_per_unit, min=0, min_inclusive=False
-            ), own_xy
+            positive = check_number(MICRONS_PER_UNIT_KEY, microns_per_unit, min=0, min_inclusive=False)
+            return VISIUM_SPOT_UM / positive, own_xy
         except ValueError:
             warnings.warn(
                 f"`.uns[{MICRONS_PER_UNIT_KEY!r}]` is {microns_per_unit!r}, not a positive number: spots are drawn at "

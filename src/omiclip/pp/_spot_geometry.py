@@ -91,6 +91,7 @@ SPOT_SIZE_FIX = "correct the shapes (a circle's size is twice its `radius`, a po
 
 
 def spot_size_name(shapes_key: str, circles: bool) -> str:
+    """How errors name the size of a shapes element's spots."""
     return f"The median {'diameter' if circles else 'side'} of the spots in shapes {shapes_key!r}"
 
 
@@ -185,7 +186,7 @@ def spatialdata_geometry(
     if microns_per_unit is None:  # not `or`: an explicit 0 must be an error, not replaced by the stored value
         microns_per_unit = table.uns.get(MICRONS_PER_UNIT_KEY)
         if microns_per_unit is not None:
-            check_number(f"{table_key}.uns[{MICRONS_PER_UNIT_KEY!r}]", microns_per_unit, min=0, min_inclusive=False)
+            microns_per_unit = recorded_positive(microns_per_unit, f"`{table_key}.uns[{MICRONS_PER_UNIT_KEY!r}]`")
     if microns_per_unit is None:
         microns_per_unit, source = recorded_scale(sdata, table, table_key, shapes_key, size, circles)
         if microns_per_unit is not None:
@@ -271,19 +272,19 @@ def recorded_scale(sdata, table, table_key, shapes_key, spot_size, circles: bool
     unit of its tiles.
     """
     reader = sdata.attrs.get("spatialdata_io_reader") if sdata is not None else None
-    size_where = spot_size_name(shapes_key, circles)
+
+    def per_unit(spot_um: float) -> float:  # µm per coordinate unit, from a spot's known size in µm
+        return spot_um / recorded_positive(spot_size, spot_size_name(shapes_key, circles), SPOT_SIZE_FIX)
+
     for name in (shapes_key, table_key):
         match = HD_BIN.search(str(name))
         if match:
-            bin_um = int(match.group(1))
-            return bin_um / recorded_positive(spot_size, size_where, SPOT_SIZE_FIX), f"the {bin_um} µm Visium HD bins"
+            return per_unit(int(match.group(1))), f"the {int(match.group(1))} µm Visium HD bins"
     if reader == "xenium":
         return 1.0, "Xenium's µm coordinates"
     visium = reader == "visium" or (reader is None and {"array_row", "array_col"} <= set(table.obs.columns))
     if visium and circles:
-        return VISIUM_SPOT_UM / recorded_positive(
-            spot_size, size_where, SPOT_SIZE_FIX
-        ), "the 55 µm Visium spot diameter"
+        return per_unit(VISIUM_SPOT_UM), "the 55 µm Visium spot diameter"
     slide_mpp = sdata.attrs.get(LAZYSLIDE_PROPERTIES, {}).get("mpp") if sdata is not None else None
     if shapes_key in sdata.attrs.get(LAZYSLIDE_TILE_SPEC, {}) and slide_mpp:
         mpp = recorded_positive(slide_mpp, f"`attrs[{LAZYSLIDE_PROPERTIES!r}]['mpp']` (LazySlide)")
