@@ -600,9 +600,16 @@ class TestScanpyForm:
         del adata.uns["spatial"]
         adata.obs["array_row"], adata.obs["array_col"] = 0, 0
         adata.uns["microns_per_unit"] = -0.5  # would draw spots of negative size
-        with pytest.warns(UserWarning, match=r"`.uns\['microns_per_unit'\]` is -0.5, not a positive number"):
+        with pytest.warns(UserWarning, match=r"`.uns\['microns_per_unit'\]` is -0.5, not a finite number > 0"):
             (ax,) = oc.pl.proportions(adata, color="tumor", show=False)
         np.testing.assert_allclose(_patches(ax)[2], 50.0, atol=1e-6)  # half the 100 µm pitch
+
+    def test_a_bad_recorded_diameter_warns_and_spots_take_their_spacing(self, section):
+        adata = _visium(section, with_image=False)
+        next(iter(adata.uns["spatial"].values()))["scalefactors"]["spot_diameter_fullres"] = 0.0
+        with pytest.warns(UserWarning, match=r"`spot_diameter_fullres` is 0.0, not a finite number > 0"):
+            (ax,) = oc.pl.proportions(adata, color="tumor", show=False)
+        np.testing.assert_allclose(_patches(ax)[2], 50.0, atol=1e-6)
 
     def test_categorical_colours_shared_with_scanpy(self):
         import scanpy as sc

@@ -15,7 +15,7 @@ from anndata import AnnData
 from omiclip._anndata import check_not_empty, check_unique_names, get_coordinates, get_table, is_spatialdata
 from omiclip._keys import MICRONS_PER_UNIT_KEY, SPATIAL_KEY, colors_key
 from omiclip._validate import check_int, check_number
-from omiclip.pp._spot_geometry import VISIUM_SPOT_UM
+from omiclip.pp._spot_geometry import VISIUM_SPOT_UM, spot_size_name
 
 # longest side of an H&E image drawn behind spots: sharp in a figure, never the whole slide in memory
 BACKGROUND_PX = 2000
@@ -353,27 +353,35 @@ def _recorded_size(data, table: AnnData) -> tuple[float, np.ndarray] | None:
         if not pd.Index(ids).isin(shapes.index).all():
             return None
         centres, size = spot_centres_and_size(data, shapes.loc[ids], shapes_key)
-        return size, centres
+        size = _positive_or_warn(size, spot_size_name(shapes_key, "radius" in shapes.columns))
+        return None if size is None else (size, centres)
     if SPATIAL_KEY not in table.obsm:
         return None
     libraries = table.uns.get("spatial") or {}
     scalefactors = next(iter(libraries.values())).get("scalefactors", {}) if len(libraries) == 1 else {}
     own_xy = np.asarray(table.obsm[SPATIAL_KEY], dtype=np.float64)[:, :2]
     if "spot_diameter_fullres" in scalefactors:
-        return float(scalefactors["spot_diameter_fullres"]), own_xy
+        diameter = _positive_or_warn(scalefactors["spot_diameter_fullres"], "`spot_diameter_fullres`")
+        return None if diameter is None else (diameter, own_xy)
     microns_per_unit = table.uns.get(MICRONS_PER_UNIT_KEY)
     if microns_per_unit is not None and {"array_row", "array_col"} <= set(table.obs.columns):  # a Visium table
-        try:
-            positive = check_number(MICRONS_PER_UNIT_KEY, microns_per_unit, min=0, min_inclusive=False)
-            return VISIUM_SPOT_UM / positive, own_xy
-        except ValueError:
-            warnings.warn(
-                f"`.uns[{MICRONS_PER_UNIT_KEY!r}]` is {microns_per_unit!r}, not a positive number: spots are drawn at "
-                "the spacing of their neighbours. Correct it, or pass `size=`.",
-                UserWarning,
-                stacklevel=5,  # the pl function's caller
-            )
+        microns_per_unit = _positive_or_warn(microns_per_unit, f"`.uns[{MICRONS_PER_UNIT_KEY!r}]`")
+        return None if microns_per_unit is None else (VISIUM_SPOT_UM / microns_per_unit, own_xy)
     return None
+
+
+def _positive_or_warn(value, where: str) -> float | None:
+    """A recorded size, or ``None`` with a warning when it is not a finite number > 0 (the plot goes on)."""
+    try:
+        return check_number(where, value, min=0, min_inclusive=False)
+    except ValueError:
+        warnings.warn(
+            f"{where} is {value!r}, not a finite number > 0: spots are drawn at the spacing of their neighbours. "
+            "Correct it, or pass `size=`.",
+            UserWarning,
+            stacklevel=6,  # the pl function's caller
+        )
+        return None
 
 
 def _region(data, table: AnnData) -> str | None:
