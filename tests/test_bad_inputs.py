@@ -391,6 +391,14 @@ CASES = [
     ("annotate-temperature-negative", _annotate(temperature=-1), ValueError, ["temperature"]),
     ("annotate-temperature-str", _annotate(temperature="1"), ValueError, ["temperature"]),
     ("annotate-use_rep", _annotate(use_rep="nope"), KeyError, ["nope"]),
+    (  # a class name zarr could not store: refused before the labels are written (they were, without the scores)
+        "annotate-class-name-unstorable",
+        lambda c: oc.tl.annotate(
+            c.sdata, pd.DataFrame(np.eye(2, 128), index=["CD4\u2215CD25", "B"]), use_rep="X_omiclip_text"
+        ),
+        ValueError,
+        ["`references`", "U+2215"],
+    ),
     (
         "annotate-zero-embedding",
         _prepared(_zeroed("X_omiclip_image", 0), _annotate()),
@@ -458,6 +466,7 @@ CASES = [
     ("decompose-epochs-zero", _decompose(epochs=0), ValueError, ["epochs"]),
     ("decompose-lr-zero", _decompose(lr=0), ValueError, ["lr"]),
     ("decompose-lr-nan", _decompose(lr=float("nan")), ValueError, ["lr"]),
+    ("decompose-lr-diverges", _decompose(lr=1000), FloatingPointError, ["diverged", "lower `lr`"]),
     ("decompose-seed-float", _decompose(seed=1.5), ValueError, ["seed"]),
     ("decompose-nms_percentiles", _decompose(nms=True, nms_percentiles=(95, 5)), ValueError, ["nms_percentiles"]),
     ("decompose-nms_percentiles-str", _decompose(nms=True, nms_percentiles="5-95"), ValueError, ["nms_percentiles"]),
@@ -478,6 +487,19 @@ CASES = [
     ),
     # tl.align
     ("align-coordinate_system", _align(coordinate_system="nope"), ValueError, ["coordinate_system", "nope", "global"]),
+    (  # written into the system it reads, the alignment would move every element there, again on every run
+        "align-new_coordinate_system-same",
+        _align(new_coordinate_system="global"),
+        ValueError,
+        ["`new_coordinate_system`", "'global'"],
+    ),
+    ("align-new_coordinate_system-int", _align(new_coordinate_system=123), ValueError, ["`new_coordinate_system`"]),
+    (
+        "align_stack-new_coordinate_system-same",
+        _align_stack(new_coordinate_system="global"),
+        ValueError,
+        ["`new_coordinate_system`"],
+    ),
     ("align-alpha-negative", _align(alpha=-1), ValueError, ["alpha"]),
     ("align-alpha-str", _align(alpha="1"), ValueError, ["alpha"]),
     ("align-beta-zero", _align(beta=0), ValueError, ["beta"]),

@@ -184,7 +184,7 @@ def align(
         ``converged`` and the parameters.
     """
     check_choice("mode", mode, MODES)
-    _check_coordinate_system(source, coordinate_system)
+    _check_coordinate_system(source, coordinate_system, new_coordinate_system)
     source_table, target_table = get_table(source, table_key), get_table(target, target_table_key)
     outputs = [key_added] + ([nonrigid_key(key_added)] if mode == "rigid" else [])
     claim(source_table, [("obsm", key) for key in outputs], reads=[("obsm", spatial_key), ("obsm", use_rep)])
@@ -287,7 +287,7 @@ def align_stack(
     if z_spacing is not None:
         check_number("z_spacing", z_spacing, min=0, min_inclusive=False)
     for section in sections:
-        _check_coordinate_system(section, options["coordinate_system"])
+        _check_coordinate_system(section, options["coordinate_system"], options["new_coordinate_system"])
     tables = [get_table(section, options["table_key"]) for section in sections]
     outputs = [key_added] + ([stack_key(key_added)] if z_spacing is not None else [])
     for table in tables:
@@ -579,10 +579,20 @@ def _write_alignment(table: AnnData, result: Alignment, key_added: str, mode: Mo
     return added
 
 
-def _check_coordinate_system(data, coordinate_system: str) -> None:
-    """A SpatialData source must have ``coordinate_system``: else no element would get the alignment."""
-    if is_spatialdata(data):
-        check_choice("coordinate_system", coordinate_system, data.coordinate_systems)
+def _check_coordinate_system(data, coordinate_system: str, new_coordinate_system: str) -> None:
+    """The source's systems: ``coordinate_system`` must exist, and the new system must be another one.
+
+    Without the first no element would get the alignment; written into the system it reads, the alignment would
+    move every element there (and again on every run).
+    """
+    if not is_spatialdata(data):
+        return
+    check_choice("coordinate_system", coordinate_system, data.coordinate_systems)
+    if not isinstance(new_coordinate_system, str) or new_coordinate_system == coordinate_system:
+        raise ValueError(
+            f"`new_coordinate_system` must be a name other than `coordinate_system` ({coordinate_system!r}), got "
+            f"{new_coordinate_system!r}: the aligned elements go into a system of their own (default 'aligned')."
+        )
 
 
 def _register_transformation(sdata, matrix: np.ndarray, coordinate_system: str, new_system: str) -> None:

@@ -119,10 +119,14 @@ def annotate(
     elif class_temperature is not None:
         scores = _softmax(scores / class_temperature, axis=1)
 
+    try:  # built before anything is written: a class name zarr cannot store fails here, not halfway
+        frame = obsm_frame(scores, table, classes)
+    except ValueError as error:
+        raise ValueError(f"`references`: {error} Rename those classes.") from None
     data = working_copy(data, copy)
     table = get_table(data, table_key)
     table.obs[key_added] = pd.Categorical.from_codes(np.argmax(scores, axis=1), categories=classes)
-    table.obsm[scores_key(key_added)] = obsm_frame(scores, table, classes)
+    table.obsm[scores_key(key_added)] = frame
     record(
         table,
         "annotate",

@@ -199,6 +199,10 @@ def decompose(
         sources = cell_emb[labelled]
         weights = np.full(len(groups), 1 / len(groups))
     mapping = fit_mapping(sources, spot_emb, weights, epochs=epochs, lr=lr, seed=seed, device=device, progress=progress)
+    if not np.isfinite(mapping.probabilities).all():  # a step too large empties a spot: log(0) turns it all NaN
+        raise FloatingPointError(
+            f"The mapping diverged (NaN) with `lr={lr}`: lower `lr` (official 0.1) and run again; nothing was written."
+        )
     proportions = proportions_from_mapping(mapping.probabilities, weights, groups, len(cell_types))
 
     spatial = working_copy(spatial, copy)
