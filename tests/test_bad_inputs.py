@@ -473,6 +473,24 @@ CASES = [
     ("decompose-mode", _decompose(mode="spots"), ValueError, ["mode"]),
     ("decompose-groupby", _decompose(groupby="nope"), KeyError, ["nope"]),
     ("decompose-key_added-input", _decompose(key_added="X_omiclip_image"), ValueError, ["X_omiclip_image"]),
+    (  # another step's result, not read by this call: lost to a later step if written over
+        "decompose-key_added-other-steps-result",
+        _decompose(key_added="X_omiclip_text"),
+        ValueError,
+        ["`.obsm['X_omiclip_text']`", "the result of `embed`", "key_added"],
+    ),
+    (
+        "predex-key_added-other-steps-result",
+        _predex(use_rep="X_omiclip_text", key_added="X_omiclip_image"),
+        ValueError,
+        ["the result of `embed`"],
+    ),
+    (
+        "annotate-key_added-gene-sentences",
+        _annotate(key_added="gene_sentence"),
+        ValueError,
+        ["`.obs['gene_sentence']`", "the result of `gene_sentences`"],
+    ),
     (
         "decompose-zero-reference",
         _prepared(_zeroed("X_omiclip_text", reference=True), _decompose()),

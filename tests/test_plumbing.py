@@ -42,11 +42,23 @@ class TestClaim:
     def test_the_coordinates_and_the_inputs_are_never_outputs(self):
         adata = _adata()
         with pytest.raises(ValueError, match=r"`.obsm\['spatial'\]`: that is the coordinates"):
-            claim(adata, [("obsm", "spatial")])
+            claim(adata, [("obsm", "spatial")], step="predex")
         with pytest.raises(ValueError, match=r"`.obsm\['X_omiclip_text'\]`: that is an input of this call"):
-            claim(adata, [("obsm", "X_omiclip_text")], reads=[("obsm", "X_omiclip_text")])
+            claim(adata, [("obsm", "X_omiclip_text")], step="predex", reads=[("obsm", "X_omiclip_text")])
         # the same name elsewhere (a label column) destroys nothing
-        claim(adata, [("obs", "X_omiclip_text")], reads=[("obsm", "X_omiclip_text"), ("obsm", None)])
+        claim(adata, [("obs", "X_omiclip_text")], step="annotate", reads=[("obsm", "X_omiclip_text"), ("obsm", None)])
+
+    def test_another_steps_result_is_never_an_output(self):
+        from omiclip._keys import record
+
+        adata = _adata()
+        adata.obsm["X_omiclip_text"] = np.ones((adata.n_obs, 2))
+        record(adata, "embed", "X_omiclip_text", {})
+        with pytest.raises(ValueError, match=r"`.obsm\['X_omiclip_text'\]`: it holds the result of `embed`"):
+            claim(adata, [("obsm", "X_omiclip_text")], step="decompose")
+        claim(adata, [("obsm", "X_omiclip_text")], step="embed")  # the step itself may run again
+        del adata.obsm["X_omiclip_text"]  # only the record is left: nothing would be lost
+        claim(adata, [("obsm", "X_omiclip_text")], step="decompose")
 
     def test_replacing_an_earlier_result_is_allowed_and_logged(self, monkeypatch):
         from omiclip import _logging
@@ -55,7 +67,7 @@ class TestClaim:
         monkeypatch.setattr(_logging, "info", lambda message, **_: logged.append(message))
         adata = _adata()
         adata.obsm["old"] = np.zeros((adata.n_obs, 1))
-        claim(adata, [("obsm", "old"), ("obsm", "new")])
+        claim(adata, [("obsm", "old"), ("obsm", "new")], step="predex")
         assert logged == ["    replacing `.obsm['old']`"]
 
 

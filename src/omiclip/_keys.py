@@ -119,23 +119,34 @@ def claim(
     adata: AnnData,
     outputs: Iterable[tuple[Attribute, str]],
     *,
+    step: str,
     reads: Iterable[tuple[Attribute, str | None]] = (),
 ) -> None:
-    """Check that a step may write ``outputs`` (``(attribute, key)`` pairs) into ``adata``; log what it replaces.
+    """Check that ``step`` may write ``outputs`` (``(attribute, key)`` pairs) into ``adata``; log what it replaces.
 
-    What the same call reads (``reads``: its embeddings, coordinates, label columns) and the coordinates
-    ``.obsm["spatial"]`` are never outputs: writing there would destroy the input. Replacing anything else,
-    e.g. the result of an earlier run, is allowed.
+    What the same call reads (``reads``: its embeddings, coordinates, label columns), the coordinates
+    ``.obsm["spatial"]`` and the results that another omiclip step recorded (e.g. the embeddings of ``oc.tl.embed``
+    for ``oc.tl.decompose``) are never outputs: writing there would destroy an input of this or a later step.
+    Replacing anything else, e.g. the result of an earlier run of the same step, is allowed.
     """
     from omiclip import _logging as logg
 
     protected = {("obsm", SPATIAL_KEY), *((attribute, key) for attribute, key in reads if key is not None)}
+    records = adata.uns.get(UNS_KEY, {})
     for attribute, key in outputs:
         if (attribute, key) in protected:
             which = "the coordinates" if (attribute, key) == ("obsm", SPATIAL_KEY) else "an input of this call"
             raise ValueError(
                 f"Cannot write the result to `.{attribute}[{key!r}]`: that is {which}, which would be lost. "
                 "Choose another `key_added`."
+            )
+        owners = [
+            other for other, runs in records.items() if other != step and isinstance(runs, Mapping) and key in runs
+        ]
+        if owners and key in getattr(adata, attribute):
+            raise ValueError(
+                f"Cannot write the result to `.{attribute}[{key!r}]`: it holds the result of `{owners[0]}`, which "
+                "would be lost. Choose another `key_added`."
             )
         if key in getattr(adata, attribute):
             logg.info(f"    replacing `.{attribute}[{key!r}]`")

@@ -131,7 +131,7 @@ def gene_sentences(
     check_int("n_genes", n_genes, min=1)
     check_choice("ties", ties, ("var_order", "rarest"))
     columns = [key_added, *(sentence_count_key(key_added, count) for count in SENTENCE_COUNTS)]
-    claim(adata, [("obs", column) for column in columns])
+    claim(adata, [("obs", column) for column in columns], step="gene_sentences")
     if exclude is not None and not isinstance(exclude, str):
         exclude = list(exclude)  # a generator would be used up before it is recorded
     matrix = _expression(adata, layer)

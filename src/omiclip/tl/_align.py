@@ -187,7 +187,9 @@ def align(
     _check_coordinate_system(source, coordinate_system, new_coordinate_system)
     source_table, target_table = get_table(source, table_key), get_table(target, target_table_key)
     outputs = [key_added] + ([nonrigid_key(key_added)] if mode == "rigid" else [])
-    claim(source_table, [("obsm", key) for key in outputs], reads=[("obsm", spatial_key), ("obsm", use_rep)])
+    claim(
+        source_table, [("obsm", key) for key in outputs], step="align", reads=[("obsm", spatial_key), ("obsm", use_rep)]
+    )
     source_scale = _unit_ratio(
         (source, source_table, table_key, microns_per_unit),
         (target, target_table, target_table_key, target_microns_per_unit),
@@ -291,7 +293,12 @@ def align_stack(
     tables = [get_table(section, options["table_key"]) for section in sections]
     outputs = [key_added] + ([stack_key(key_added)] if z_spacing is not None else [])
     for table in tables:
-        claim(table, [("obsm", key) for key in outputs], reads=[("obsm", spatial_key), ("obsm", options["use_rep"])])
+        claim(
+            table,
+            [("obsm", key) for key in outputs],
+            step="align",
+            reads=[("obsm", spatial_key), ("obsm", options["use_rep"])],
+        )
         _coordinates(table, spatial_key, "section")
 
     # Align every section first, writing nothing, so that a failure leaves all sections as they were.

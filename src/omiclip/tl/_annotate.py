@@ -107,7 +107,7 @@ def annotate(
             check_number(name, value, min=0, min_inclusive=False)
     if temperature is not None and class_temperature is not None:
         raise ValueError("Give `temperature` (softmax over observations) or `class_temperature`, not both.")
-    claim(table, [("obs", key_added), ("obsm", scores_key(key_added))], reads=[("obsm", use_rep)])
+    claim(table, [("obs", key_added), ("obsm", scores_key(key_added))], step="annotate", reads=[("obsm", use_rep)])
     other = None if other_scores is None else _aligned(other_scores, classes, table.obs_names)
 
     start = logg.info(f"annotating {table.n_obs} observations with {len(classes)} references")

@@ -169,7 +169,7 @@ def decompose(
         names=("the spatial data", "the reference"),
     )
     outputs = [key_added] + [nms_key(key_added)] * nms + [mapping_key(key_added)] * keep_mapping
-    claim(table, [("obsm", key) for key in outputs], reads=[("obsm", use_rep)])
+    claim(table, [("obsm", key) for key in outputs], step="decompose", reads=[("obsm", use_rep)])
     labels, counts = _cell_types(reference, groupby)
     device = resolve_device(device)
     if filter_dims:

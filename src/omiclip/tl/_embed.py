@@ -132,7 +132,7 @@ def embed(
         if not tiles.obs_names.equals(adata.obs_names):
             raise ValueError("The tiles belong to other observations than the table: make them from this object.")
     key = embedding_key(modality, key_added)
-    claim(adata, [("obsm", key)])
+    claim(adata, [("obsm", key)], step="embed")
     if client is None:
         encoder = resolve_encoder(model, checkpoint=checkpoint, device=device)
         facts, where = distributed.model_facts(encoder), str(encoder.device)

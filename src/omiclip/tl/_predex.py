@@ -123,7 +123,7 @@ def predex(
     check_optional_int("k", k, min=1, max=reference_table.n_obs)
     written = key_added if key_added is not None else (PREDICTED_KEY if copy else None)
     if written is not None:
-        claim(query_table, [("obsm", written)], reads=[("obsm", use_rep)])
+        claim(query_table, [("obsm", written)], step="predex", reads=[("obsm", use_rep)])
     expression, genes = _reference_expression(reference_table, genes, n_top_genes, layer)
     _warn_if_raw_counts(expression, layer)
 

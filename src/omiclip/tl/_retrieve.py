@@ -79,7 +79,9 @@ def retrieve(
     check_unique_names(reference_table, name="the reference")  # its names map the retrieved positions back
     check_int("k", k, min=1, max=reference_table.n_obs)
     check_choice("method", method, ("exact", "approximate"))
-    claim(query_table, [("obsm", key_added), ("obsm", scores_key(key_added))], reads=[("obsm", use_rep)])
+    claim(
+        query_table, [("obsm", key_added), ("obsm", scores_key(key_added))], step="retrieve", reads=[("obsm", use_rep)]
+    )
 
     start = logg.info(f"retrieving the top {k} of {reference_table.n_obs} references for {query_table.n_obs} queries")
     query_emb = unit_rows(query_emb, f"`.obsm[{use_rep!r}]` of the query")
