@@ -256,6 +256,17 @@ class TestAlignStack:
         with pytest.raises(ValueError, match="reference"):
             oc.tl.align_stack(list(pair), reference=2)
 
+    def test_errors_name_the_section(self, pair):
+        _, target = pair
+        sections = [target.copy(), moved_copy(target, rotation(5)), moved_copy(target, rotation(-5))]
+        del sections[2].obsm["X_pca"]
+        with pytest.raises(KeyError, match=r"Aligning `sections\[2\]` onto `sections\[1\]`: .*'X_pca'"):
+            oc.tl.align_stack(sections, reference=0, chain_neighbours=True, use_rep="X_pca", progress=False)
+        assert all("spatial_aligned" not in section.obsm for section in sections)  # nothing written
+        sections[2] = target[:2].copy()
+        with pytest.raises(ValueError, match=r"The section `sections\[2\]` has 2 spots"):
+            oc.tl.align_stack(sections, use_rep="X_pca", progress=False)
+
 
 class TestPseudoSpots:
     @staticmethod

@@ -292,14 +292,14 @@ def align_stack(
         _check_coordinate_system(section, options["coordinate_system"], options["new_coordinate_system"])
     tables = [get_table(section, options["table_key"]) for section in sections]
     outputs = [key_added] + ([stack_key(key_added)] if z_spacing is not None else [])
-    for table in tables:
+    for i, table in enumerate(tables):
         claim(
             table,
             [("obsm", key) for key in outputs],
             step="align",
             reads=[("obsm", spatial_key), ("obsm", options["use_rep"])],
         )
-        _coordinates(table, spatial_key, "section")
+        _coordinates(table, spatial_key, f"section `sections[{i}]`")
 
     # Align every section first, writing nothing, so that a failure leaves all sections as they were.
     results: dict[int, tuple[np.ndarray, np.ndarray, dict]] = {}
@@ -310,13 +310,17 @@ def align_stack(
         source_scale = _unit_ratio(
             *((data, table, options["table_key"], options["microns_per_unit"]) for data, table in scale_of)
         )
-        result, params, _ = _align_tables(
-            tables[i],
-            tables[towards],
-            source_scale=source_scale,
-            spatial_key=spatial_key,
-            **{name: options[name] for name in _TABLE_OPTIONS},
-        )
+        try:
+            result, params, _ = _align_tables(
+                tables[i],
+                tables[towards],
+                source_scale=source_scale,
+                spatial_key=spatial_key,
+                **{name: options[name] for name in _TABLE_OPTIONS},
+            )
+        except (KeyError, ValueError) as error:  # say which pair: the core's message speaks of "the source"
+            message = error.args[0] if isinstance(error, KeyError) else str(error)
+            raise type(error)(f"Aligning `sections[{i}]` onto `sections[{towards}]`: {message}") from None
         matrix, nonrigid = result.matrix, result.nonrigid
         if towards != reference:  # compose with the neighbour's path to the reference
             towards_matrix = results[towards][0]
