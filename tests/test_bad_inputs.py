@@ -657,7 +657,13 @@ def test_refused_and_input_unchanged(inputs, call, error, words):
 # -- the command line: exit code 1 or 2, the message on stderr, the store as it was ----------------------------
 
 CLI_CASES = [
-    ("embed-batch_size-zero", ["embed", "{store}", "--modality", "text", "--batch-size", "0"], ["batch_size"]),
+    # the API's errors in the command line's words: the option, not the Python parameter
+    ("embed-batch_size-zero", ["embed", "{store}", "--modality", "text", "--batch-size", "0"], ["`--batch-size`"]),
+    (
+        "align-use_rep-missing",
+        ["align", "{store}", "{store}", "--use-rep", "nope"],
+        ["'nope'", "Run `omiclip embed` first"],
+    ),
     ("embed-batch_size-float", ["embed", "{store}", "--modality", "text", "--batch-size", "2.5"], ["--batch-size"]),
     ("embed-key_added-spatial", ["embed", "{store}", "--modality", "image", "--key-added", "spatial"], ["spatial"]),
     ("embed-table", ["embed", "{store}", "--modality", "text", "--table", "nope"], ["nope"]),
@@ -674,10 +680,10 @@ CLI_CASES = [
     ("finetune-epochs-zero", ["finetune", "{store}", "--out", "{tmp}/m.pt", "--epochs", "0"], ["epochs"]),
     ("finetune-lr-negative", ["finetune", "{store}", "--out", "{tmp}/m.pt", "--lr", "-1"], ["lr"]),
     ("finetune-out-folder", ["finetune", "{store}", "--out", "{tmp}"], ["folder"]),
-    ("align-max_points", ["align", "{store}", "{store}", "--max-points", "2"], ["max_points"]),
+    ("align-max_points", ["align", "{store}", "{store}", "--max-points", "2"], ["`--max-points`"]),
     ("align-key_added-spatial", ["align", "{store}", "{store}", "--key-added", "spatial"], ["spatial"]),
     ("align-mode", ["align", "{store}", "{store}", "--mode", "affine"], ["--mode"]),
-    ("demo-size_um", ["demo", "--out", "{tmp}/demo", "--size-um", "-1"], ["size_um"]),
+    ("demo-size_um", ["demo", "--out", "{tmp}/demo", "--size-um", "-1"], ["`--size-um`"]),
     ("demo-epochs", ["demo", "--out", "{tmp}/demo", "--epochs", "0"], ["epochs"]),
 ]
 

@@ -89,7 +89,7 @@ def test_finetune_refuses_an_unwritable_out_before_reading_the_stores(tmp_path, 
 def test_demo_checks_its_arguments_before_making_the_out_folder(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--size-um", "10"]) == 1
-    assert "size_um" in _one_line_error(capsys, "demo")
+    assert "`--size-um`" in _one_line_error(capsys, "demo")
     assert main(["demo", "--out", str(out), "--epochs", "0"]) == 1
     assert "epochs" in _one_line_error(capsys, "demo")
     assert not out.exists()

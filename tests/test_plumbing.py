@@ -160,6 +160,8 @@ class TestReferencePair:
             reference_pair(query, sdata, "X_omiclip_text", "X_omiclip_text")
         pair = reference_pair(query, sdata, "X_omiclip_text", "X_omiclip_text", reference_table_key="cells")
         assert pair.reference is sdata.tables["cells"]
+        with pytest.raises(ValueError, match="SpatialData has no table: the spots' table"):  # not "choose one of 0"
+            reference_pair(query, SpatialData(), "X_omiclip_text", "X_omiclip_text")
 
 
 def test_names_with_a_slash_survive_as_obsm_columns():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 from omiclip._keys import ALIGNED_KEY, SENTENCE_KEY, embedding_key
@@ -25,9 +26,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (KeyError, ValueError, TypeError, OSError, RuntimeError) as err:  # OSError: paths that cannot be written
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"omiclip {args.command}: error: {message}", file=sys.stderr)
+        message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+        print(f"omiclip {args.command}: error: {_in_cli_words(message, parser, args.command)}", file=sys.stderr)
         return 1
+
+
+# Python parameters that the command line spells differently from their option's name
+_CLI_ALIASES = {"table_key": "table", "target_table_key": "table"}
+
+
+def _in_cli_words(message: str, parser: argparse.ArgumentParser, command: str) -> str:
+    """An error of the Python API as the command line's user reads it: `batch_size` → `--batch-size`."""
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    options = {a.dest: a.option_strings[-1] for a in subcommands.choices[command]._actions if a.option_strings}
+    for name in {*options, *_CLI_ALIASES}:
+        option = options.get(_CLI_ALIASES.get(name, name))
+        if option is not None:
+            message = re.sub(rf"`{name}=?`", f"`{option}`", message)
+    return message.replace("`oc.tl.embed`", "`omiclip embed`")
 
 
 def _parser() -> argparse.ArgumentParser:

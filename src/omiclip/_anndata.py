@@ -33,6 +33,10 @@ def get_table(data: AnnData | SpatialData, table_key: str | None = None) -> AnnD
 def table_name(sdata: SpatialData, table_key: str | None, *, option: str = "`table_key=`") -> str:
     """The name of the table to work on: ``table_key``, or the only table; ``option`` names the argument."""
     tables = list(sdata.tables)
+    if not tables:
+        raise ValueError(
+            "SpatialData has no table: the spots' table (e.g. of a reader in spatialdata-io) is what omiclip works on."
+        )
     if table_key is None:
         if len(tables) != 1:
             raise ValueError(f"SpatialData has {len(tables)} tables ({tables}); choose one with {option}.")
