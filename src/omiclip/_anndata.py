@@ -201,10 +201,12 @@ def reference_pair(
     table_key: str | None = None,
     reference_table_key: str | None = None,
     names: tuple[str, str] = ("the query", "the reference"),
+    unit: bool = False,
 ) -> ReferencePair:
     """Two tables, both non-empty, with two embeddings of one dimension (``None`` reps: tables only).
 
-    ``names`` say which is which in the errors (e.g. ``("the source", "the target")``).
+    ``names`` say which is which in the errors (e.g. ``("the source", "the target")``); ``unit`` scales the
+    embeddings' rows to unit length (:func:`unit_rows`), for steps whose similarities are cosines.
     """
     query_table = get_table(query, table_key)
     reference_table = get_table(reference, reference_table_key)
@@ -215,6 +217,9 @@ def reference_pair(
     query_emb = get_rep(query_table, use_rep)
     reference_emb = get_rep(reference_table, reference_rep)
     check_same_dim(query_emb, reference_emb, use_rep, reference_rep)
+    if unit:
+        query_emb = unit_rows(query_emb, f"`.obsm[{use_rep!r}]` of {names[0]}")
+        reference_emb = unit_rows(reference_emb, f"`.obsm[{reference_rep!r}]` of {names[1]}")
     return ReferencePair(query_table, reference_table, query_emb, reference_emb)
 
 

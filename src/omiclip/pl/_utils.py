@@ -15,7 +15,7 @@ from anndata import AnnData
 from omiclip._anndata import check_not_empty, check_unique_names, get_coordinates, get_table, is_spatialdata
 from omiclip._keys import MICRONS_PER_UNIT_KEY, SPATIAL_KEY, colors_key
 from omiclip._validate import check_int, check_number
-from omiclip.pp._spot_geometry import VISIUM_SPOT_UM, spot_size_name
+from omiclip.pp._spot_geometry import VISIUM_SPOT_UM, recorded_positive, spot_size_name
 
 # longest side of an H&E image drawn behind spots: sharp in a figure, never the whole slide in memory
 BACKGROUND_PX = 2000
@@ -373,14 +373,11 @@ def _recorded_size(data, table: AnnData) -> tuple[float, np.ndarray] | None:
 def _positive_or_warn(value, where: str) -> float | None:
     """A recorded size, or ``None`` with a warning when it is not a finite number > 0 (the plot goes on)."""
     try:
-        return check_number(where, value, min=0, min_inclusive=False)
-    except ValueError:
+        return recorded_positive(value, where, fix="correct it, or pass `size=`")
+    except ValueError as error:
         warnings.warn(
-            f"{where} is {value!r}, not a finite number > 0: spots are drawn at the spacing of their neighbours. "
-            "Correct it, or pass `size=`.",
-            UserWarning,
-            stacklevel=6,  # the pl function's caller
-        )
+            f"{error} Meanwhile spots are drawn at the spacing of their neighbours.", UserWarning, stacklevel=6
+        )  # stacklevel: the pl function's caller
         return None
 
 

@@ -16,7 +16,6 @@ from omiclip._anndata import (
     get_table,
     obsm_frame,
     reference_pair,
-    unit_rows,
     working_copy,
 )
 from omiclip._core.similarity import Weighting, weighted_average
@@ -113,7 +112,13 @@ def predex(
         The same record.
     """
     query_table, reference_table, query_emb, reference_emb = reference_pair(
-        query, reference, use_rep, reference_rep, table_key=table_key, reference_table_key=reference_table_key
+        query,
+        reference,
+        use_rep,
+        reference_rep,
+        table_key=table_key,
+        reference_table_key=reference_table_key,
+        unit=True,  # similarities are cosines, whatever the embeddings' lengths
     )
     check_choice("weighting", weighting, ("raw", "softmax"))
     if weighting == "softmax":
@@ -130,8 +135,6 @@ def predex(
     start = logg.info(
         f"predicting {len(genes)} genes for {query_table.n_obs} observations from {reference_table.n_obs} references"
     )
-    query_emb = unit_rows(query_emb, f"`.obsm[{use_rep!r}]` of the query")
-    reference_emb = unit_rows(reference_emb, f"`.obsm[{reference_rep or use_rep!r}]` of the reference")
     predicted, weight_sums = weighted_average(
         query_emb,
         reference_emb,

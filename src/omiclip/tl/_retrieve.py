@@ -6,7 +6,7 @@ import numpy as np
 from anndata import AnnData
 
 from omiclip import _logging as logg
-from omiclip._anndata import check_unique_names, get_table, reference_pair, unit_rows, working_copy
+from omiclip._anndata import check_unique_names, get_table, reference_pair, working_copy
 from omiclip._core.similarity import top_k
 from omiclip._docs import doc_params
 from omiclip._keys import RETRIEVED_KEY, claim, record, scores_key
@@ -74,7 +74,13 @@ def retrieve(
         Parameters and ``reference_obs_names`` (so positions map back to names).
     """
     query_table, reference_table, query_emb, reference_emb = reference_pair(
-        query, reference, use_rep, reference_rep, table_key=table_key, reference_table_key=reference_table_key
+        query,
+        reference,
+        use_rep,
+        reference_rep,
+        table_key=table_key,
+        reference_table_key=reference_table_key,
+        unit=True,  # similarities are cosines, whatever the embeddings' lengths
     )
     check_unique_names(reference_table, name="the reference")  # its names map the retrieved positions back
     check_int("k", k, min=1, max=reference_table.n_obs)
@@ -84,8 +90,6 @@ def retrieve(
     )
 
     start = logg.info(f"retrieving the top {k} of {reference_table.n_obs} references for {query_table.n_obs} queries")
-    query_emb = unit_rows(query_emb, f"`.obsm[{use_rep!r}]` of the query")
-    reference_emb = unit_rows(reference_emb, f"`.obsm[{reference_rep or use_rep!r}]` of the reference")
     if method == "exact":
         indices, scores = top_k(query_emb, reference_emb, k, block_size=block_size, progress=progress)
     else:
