@@ -112,3 +112,38 @@ def test_cli_flavor(section, tmp_path):
     assert table.uns["omiclip"]["align"]["spatial_aligned"]["flavor"] == "omiclip"
     xy = np.asarray(table.obsm["spatial"])
     assert np.abs(table.obsm["spatial_aligned"] - xy).max() < 1e-3 * np.ptp(xy)  # a section onto itself stays
+
+
+def test_outliers_have_a_uniform_density_over_the_given_volume():
+    """One source and one target point, σ² = 1, w = 0.5: P = N(d) / (N(d) + 1/V), the mixture's own posterior."""
+    import torch
+
+    from omiclip._core.cpd import _expectation
+
+    d, volume = 1.5, 40.0
+    X, TY = torch.tensor([[d]], dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64)
+    _, Pt1, _ = _expectation(X, TY, 1.0, w=0.5, block_size=8, outlier_volume=volume)
+    gaussian = np.exp(-(d**2) / 2) / np.sqrt(2 * np.pi)
+    assert float(Pt1[0]) == pytest.approx(gaussian / (gaussian + 1 / volume), rel=1e-12)
+    _, Pt1_cpd, _ = _expectation(X, TY, 1.0, w=0.5, block_size=8)  # CPD's 1/N (N = 1): a different posterior
+    assert float(Pt1_cpd[0]) == pytest.approx(gaussian / (gaussian + 1.0), rel=1e-12)
+
+
+def test_rigid_fit_does_not_depend_on_how_densely_the_target_is_sampled(joint_pca):
+    """Every target spot twice is the same tissue: the same rigid fit (CPD's 1/N outlier density would halve)."""
+    from omiclip._core.align_omiclip import point_clouds, rigid_cpd
+    from omiclip._core.cpd import CPDOptions
+
+    source, target = (
+        oc.datasets.synthetic_tissue(section=k, seed=0, size_um=2000, image=False).tables["table"] for k in (1, 0)
+    )
+    joint_pca(source, target)
+    xy = {name: np.asarray(table.obsm["spatial"], dtype=float) for name, table in (("s", source), ("t", target))}
+    clouds = point_clouds(xy["s"], xy["t"], source.obsm["X_pca"], target.obsm["X_pca"], n_pcs=2, center=False)
+    fits = [
+        rigid_cpd(clouds.source, np.repeat(clouds.target, k, axis=0), CPDOptions(w=0.1), outlier_volume=volume)[0]
+        for volume in (clouds.target_volume, None)
+        for k in (1, 2)
+    ]
+    np.testing.assert_allclose(fits[1] * clouds.unit, fits[0] * clouds.unit, atol=1e-9)  # µm
+    assert np.abs(fits[3] - fits[2]).max() * clouds.unit > 0.1  # CPD's 1/N: the fit moves with the sampling

@@ -12,7 +12,10 @@ change here replaces one of them by the maximum-likelihood answer of the same mi
   coordinates have their own σ² and each PC its own, all estimated in the M-step (an axis-aligned Gaussian
   mixture), so no min–max scaling decides the PCs' weight.
 * **Outliers.** Spots of the target that the source lacks (a torn or missing fragment) are explained by CPD's
-  uniform component with weight ``w`` (official 0: every target spot pulls on the source).
+  uniform component with weight ``w`` (official 0: every target spot pulls on the source). Its density is that of
+  a uniform distribution over the target cloud's robust box (central 90 % in every column, as the unit below), not
+  CPD's ``1/N``, which is not a density: with it the outliers' pull changed with the number of spots (and between
+  subsets and all points) and with the units of the columns.
 * **Coarse to fine.** A rigid CPD first (rotation + translation), so that the non-rigid CPD, which starts from it,
   only has to model the bend and not a rotation that its smoothness prior shrinks.
 
@@ -62,6 +65,8 @@ class _Clouds:
     """Target-unit point that the unit clouds' origin stands for."""
     unit: float
     """Target units per unit of the clouds."""
+    target_volume: float
+    """Volume of the target cloud's robust box (the outlier component's support), in cloud units."""
     source_extent_ratio: float
     """Robust extent of the source over the target's (1 when both show the same tissue in the same units)."""
 
@@ -69,11 +74,23 @@ class _Clouds:
         return xy * self.unit + self.centre
 
 
+def robust_spans(points: np.ndarray) -> np.ndarray:
+    """Extent of each column from its central 90 % (the full range for a uniform distribution)."""
+    low, high = np.quantile(points, _ROBUST_QUANTILES, axis=0)
+    return (high - low) / (_ROBUST_QUANTILES[1] - _ROBUST_QUANTILES[0])
+
+
 def robust_extent(xy: np.ndarray) -> float:
     """Extent of a point cloud from its central 90 % in x and y (the full side for a uniform square)."""
-    low, high = np.quantile(xy, _ROBUST_QUANTILES, axis=0)
-    span = float(np.mean(high - low)) / (_ROBUST_QUANTILES[1] - _ROBUST_QUANTILES[0])
+    span = float(np.mean(robust_spans(xy)))
     return span if span > 0 else float(np.ptp(xy))
+
+
+def robust_volume(points: np.ndarray) -> float:
+    """Volume of the box of the central 90 % of each column (a column with no spread counts as 1)."""
+    spans = robust_spans(points)
+    spans = np.where(spans > 0, spans, np.ptp(points, axis=0))
+    return float(np.prod(np.where(spans > 0, spans, 1.0)))
 
 
 def point_clouds(
@@ -99,7 +116,7 @@ def point_clouds(
     target_unit = (target_xy - centre) / unit
     ratio = robust_extent(source_xy) / unit
     if source_features is None:
-        return _Clouds(source_unit, target_unit, centre, unit, ratio)
+        return _Clouds(source_unit, target_unit, centre, unit, robust_volume(target_unit), ratio)
 
     from sklearn.decomposition import PCA
 
@@ -108,13 +125,8 @@ def point_clouds(
         source_features = source_features - source_features.mean(axis=0) + pca.mean_
     source_pcs, target_pcs = pca.transform(source_features), pca.transform(target_features)
     rms = float(np.sqrt((target_pcs**2).mean())) or 1.0
-    return _Clouds(
-        np.column_stack([source_unit, source_pcs / rms]),
-        np.column_stack([target_unit, target_pcs / rms]),
-        centre,
-        unit,
-        ratio,
-    )
+    target = np.column_stack([target_unit, target_pcs / rms])
+    return _Clouds(np.column_stack([source_unit, source_pcs / rms]), target, centre, unit, robust_volume(target), ratio)
 
 
 class _Variances:
@@ -170,11 +182,14 @@ def _iterations(max_iter: int | None, desc: str, progress: bool):
         bar.close()
 
 
-def rigid_cpd(source: np.ndarray, target: np.ndarray, options: CPDOptions) -> tuple[np.ndarray, _Variances, int]:
+def rigid_cpd(
+    source: np.ndarray, target: np.ndarray, options: CPDOptions, *, outlier_volume: float | None = None
+) -> tuple[np.ndarray, _Variances, int]:
     """Rigid CPD (rotation + translation of the first two columns; the rest are fixed features), from the identity.
 
     The M-step is the weighted Procrustes problem of Myronenko & Song (2010) without scaling, from the streamed
-    ``P·1``, ``Pᵀ·1`` and ``P·X``. Returns the 3×3 matrix, the fitted variances and the iterations used.
+    ``P·1``, ``Pᵀ·1`` and ``P·X``; ``outlier_volume`` as in :func:`omiclip._core.cpd._expectation`. Returns the 3×3
+    matrix, the fitted variances and the iterations used.
     """
     dtype, device = options.torch_dtype, options.device
     X = torch.as_tensor(target, dtype=dtype, device=device)
@@ -183,7 +198,7 @@ def rigid_cpd(source: np.ndarray, target: np.ndarray, options: CPDOptions) -> tu
     variances = _Variances(source, target, options.tol, options.rtol)
     TY, matrix, iterations = Y.clone(), np.eye(3), 0
     for iterations in _iterations(options.max_iter, "rigid CPD", options.progress):  # noqa: B007 (count returned)
-        P1, Pt1, PX = _expectation(X, TY, variances.per_dimension(), options.w, options.block_size)
+        P1, Pt1, PX = _expectation(X, TY, variances.per_dimension(), options.w, options.block_size, outlier_volume)
         P1d, PXd = P1.double(), PX[:, :2].double()
         n_p = P1d.sum()
         mu_x, mu_y = PXd.sum(0) / n_p, (P1d @ Y_xy) / n_p
@@ -214,6 +229,7 @@ def nonrigid_cpd(
     max_iter: int | None,
     rng: np.random.Generator,
     field: _Field | None = None,
+    outlier_volume: float | None = None,
     desc: str = "CPD",
 ) -> tuple[_Field, np.ndarray, int, bool, int]:
     """Non-rigid CPD of the first two columns with a σ² per group of columns (see :class:`_Variances`).
@@ -221,8 +237,9 @@ def nonrigid_cpd(
     The M-step of the motion is the official one (:func:`omiclip._core.cpd._displacement_coordinates`) with the
     coordinates' σ² in the regulariser ``α σ²``: the embedding PCs do not move and so do not enter it. The kernel is
     the official exact low-rank one (``n_landmarks=None``) or the Nyström one, on the coordinates. ``field`` (a
-    coarser level's displacement) is the start. Returns the displacement field, the displacement of ``source``
-    itself, the iterations, whether the tolerance was met and the kernel's rank; ``variances`` are updated in place.
+    coarser level's displacement) is the start; ``outlier_volume`` as in :func:`rigid_cpd`. Returns the displacement
+    field, the displacement of ``source`` itself, the iterations, whether the tolerance was met and the kernel's
+    rank; ``variances`` are updated in place.
     """
     xy = source[:, :2]
     Q, lam, expansion, landmarks = low_rank_kernel(xy, options, rng)
@@ -236,7 +253,7 @@ def nonrigid_cpd(
     z = torch.zeros(len(lam), 2, dtype=torch.float64, device=device)
     converged, iterations = False, 0
     for iterations in _iterations(max_iter, desc, options.progress):  # noqa: B007 (the count is returned)
-        P1, Pt1, PX = _expectation(X, TY, variances.per_dimension(), options.w, options.block_size)
+        P1, Pt1, PX = _expectation(X, TY, variances.per_dimension(), options.w, options.block_size, outlier_volume)
         residual = PX[:, :2] - P1[:, None] * Y[:, :2]
         z = _displacement_coordinates(Q_t, lam_t, P1, residual, options.alpha * variances.coordinates)
         TY[:, :2] = Y[:, :2] + (Q_t.double() @ z).to(dtype)
@@ -277,12 +294,13 @@ def align_points(
     # 1. rigid CPD from the matched centroids, on coarser subsets: three parameters, and only a start for step 2
     coarse_source = _subsample(source_sub, _COARSE_POINTS, rng)
     coarse_target = _subsample(target_sub, _COARSE_POINTS, rng)
-    start, variances, rigid_iterations = rigid_cpd(coarse_source, coarse_target, options)
+    volume = clouds.target_volume  # one density for subsets and all points
+    start, variances, rigid_iterations = rigid_cpd(coarse_source, coarse_target, options, outlier_volume=volume)
     # 2. non-rigid CPD from the rigid result (on subsets, then a few iterations on all points); the σ² go on from
     # the rigid fit's (restarting them only costs iterations)
     moved_sub, moved_all = _moved(source_sub, start), _moved(clouds.source, start)
     field, displacement, iterations, converged, rank = nonrigid_cpd(
-        moved_sub, target_sub, variances, options, max_iter=options.max_iter, rng=rng
+        moved_sub, target_sub, variances, options, max_iter=options.max_iter, rng=rng, outlier_volume=volume
     )
     refine_iterations = 0
     if len(source_sub) < len(clouds.source) or len(target_sub) < len(clouds.target):
@@ -290,7 +308,7 @@ def align_points(
         if options.refine_iter > 0:
             _, displacement, refine_iterations, _, rank = nonrigid_cpd(
                 moved_all, clouds.target, variances, options, max_iter=options.refine_iter, rng=rng, field=field,
-                desc="CPD, all points",
+                outlier_volume=volume, desc="CPD, all points",
             )  # fmt: skip
     nonrigid_xy = clouds.to_target_units(moved_all[:, :2] + displacement)
     # the rigid output, as in the official code: the least-squares rigid fit to the non-rigid result. With that

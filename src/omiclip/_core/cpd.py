@@ -261,17 +261,22 @@ def _initial_sigma2(source: np.ndarray, target: np.ndarray) -> float:
     return float(total / (d * m * n))
 
 
-def _expectation(X: torch.Tensor, TY: torch.Tensor, sigma2, w: float, block_size: int):
+def _expectation(
+    X: torch.Tensor, TY: torch.Tensor, sigma2, w: float, block_size: int, outlier_volume: float | None = None
+):
     """P1 = P·1, Pt1 = Pᵀ·1 and PX = P·X of the posterior P (M × N), one block of targets at a time.
 
     P's columns are the kernel's columns divided by their sums, so ``P·[X, 1]`` for a block is the kernel times
     ``[x, 1]`` divided row-wise by those sums: one matmul, and the normalised P is never formed. ``sigma2`` is one
-    variance (CPD's isotropic Gaussians) or one per dimension (axis-aligned Gaussians).
+    variance (CPD's isotropic Gaussians) or one per dimension (axis-aligned Gaussians). The outlier component has
+    weight ``w`` and density ``1/N`` as in CPD, or, with ``outlier_volume``, the density of a uniform distribution
+    over that volume (in the units of the points).
     """
     m, d = TY.shape
     n = X.shape[0]
     variances = np.broadcast_to(np.asarray(sigma2, dtype=np.float64), (d,))
-    c = np.prod(2 * np.pi * variances) ** 0.5 * w / (1 - w) * m / n if w > 0 else 0.0
+    per_outlier_density = n if outlier_volume is None else outlier_volume  # 1 / the outliers' density
+    c = np.prod(2 * np.pi * variances) ** 0.5 * w / (1 - w) * m / per_outlier_density if w > 0 else 0.0
     if variances.min() == variances.max():
         precision = torch.tensor(1.0 / variances[0], dtype=X.dtype, device=X.device)
     else:
