@@ -115,18 +115,43 @@ def test_cli_flavor(section, tmp_path):
 
 
 def test_outliers_have_a_uniform_density_over_the_given_volume():
-    """One source and one target point, σ² = 1, w = 0.5: P = N(d) / (N(d) + 1/V), the mixture's own posterior."""
+    """P·1, Pᵀ·1 and P·X are those of the mixture (1 - w) Σ_m N(x; y_m, diag σ²) / M + w / V, computed directly."""
     import torch
 
     from omiclip._core.cpd import _expectation
 
-    d, volume = 1.5, 40.0
-    X, TY = torch.tensor([[d]], dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64)
-    _, Pt1, _ = _expectation(X, TY, 1.0, w=0.5, block_size=8, outlier_volume=volume)
-    gaussian = np.exp(-(d**2) / 2) / np.sqrt(2 * np.pi)
-    assert float(Pt1[0]) == pytest.approx(gaussian / (gaussian + 1 / volume), rel=1e-12)
-    _, Pt1_cpd, _ = _expectation(X, TY, 1.0, w=0.5, block_size=8)  # CPD's 1/N (N = 1): a different posterior
-    assert float(Pt1_cpd[0]) == pytest.approx(gaussian / (gaussian + 1.0), rel=1e-12)
+    rng = np.random.default_rng(0)
+    source, target = rng.normal(size=(3, 3)), rng.normal(size=(4, 3))
+    variances, w, volume = np.array([0.5, 1.0, 2.0]), 0.2, 7.0
+    gaussians = np.exp(-0.5 * (((target[None] - source[:, None]) ** 2) / variances).sum(-1))
+    gaussians /= np.sqrt(np.prod(2 * np.pi * variances))
+    mixture = (1 - w) * gaussians / len(source)  # M × N
+    posterior = mixture / (mixture.sum(0) + w / volume)
+    as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    P1, Pt1, PX = _expectation(as_tensor(target), as_tensor(source), variances, w, 2, outlier_volume=volume)
+    np.testing.assert_allclose(P1.numpy(), posterior.sum(1), rtol=1e-12)
+    np.testing.assert_allclose(Pt1.numpy(), posterior.sum(0), rtol=1e-12)
+    np.testing.assert_allclose(PX.numpy(), posterior @ target, rtol=1e-12)
+
+
+def test_align_points_gives_every_e_step_the_target_box(moved_section, monkeypatch):
+    """Rigid start, subsets and the iterations on all points share one outlier density: the target's box."""
+    import omiclip._core.align_omiclip as flavour
+    from omiclip._core.cpd import CPDOptions
+
+    volumes, expectation = [], flavour._expectation
+
+    def recording(*args):
+        volumes.append(args[-1])
+        return expectation(*args)
+
+    monkeypatch.setattr(flavour, "_expectation", recording)
+    source, target = moved_section
+    xy = [np.asarray(table.obsm["spatial"], dtype=float) for table in (source, target)]
+    options = CPDOptions(w=0.1, max_iter=5, max_points=150, refine_iter=2)
+    flavour.align_points(*xy, source.obsm["X_pca"], target.obsm["X_pca"], options=options)
+    clouds = flavour.point_clouds(*xy, source.obsm["X_pca"], target.obsm["X_pca"], n_pcs=2, center=False)
+    assert len(volumes) >= 7 and set(volumes) == {clouds.target_volume}
 
 
 def test_rigid_fit_does_not_depend_on_how_densely_the_target_is_sampled(joint_pca):
@@ -140,10 +165,11 @@ def test_rigid_fit_does_not_depend_on_how_densely_the_target_is_sampled(joint_pc
     joint_pca(source, target)
     xy = {name: np.asarray(table.obsm["spatial"], dtype=float) for name, table in (("s", source), ("t", target))}
     clouds = point_clouds(xy["s"], xy["t"], source.obsm["X_pca"], target.obsm["X_pca"], n_pcs=2, center=False)
+    options = CPDOptions(w=0.1, dtype="float64")
     fits = [
-        rigid_cpd(clouds.source, np.repeat(clouds.target, k, axis=0), CPDOptions(w=0.1), outlier_volume=volume)[0]
+        rigid_cpd(clouds.source, np.repeat(clouds.target, k, axis=0), options, outlier_volume=volume)[0]
         for volume in (clouds.target_volume, None)
         for k in (1, 2)
     ]
-    np.testing.assert_allclose(fits[1] * clouds.unit, fits[0] * clouds.unit, atol=1e-9)  # µm
+    np.testing.assert_allclose(fits[1] * clouds.unit, fits[0] * clouds.unit, atol=1e-6)  # µm
     assert np.abs(fits[3] - fits[2]).max() * clouds.unit > 0.1  # CPD's 1/N: the fit moves with the sampling

@@ -240,3 +240,21 @@ def test_visium_anndata_float_and_bad_images():
     adata.uns["spatial"]["lib"]["images"]["hires"] = np.zeros((80, 80, 3), dtype=np.uint16)
     with pytest.raises(ValueError, match="uint8 or float"):
         oc.pp.tiles(adata)
+
+
+def test_coarse_image_warning_recommends_only_a_sharper_image_that_is_not_blank():
+    """lowres at ~18 µm/px: the warning points to hires only when hires is not a flat placeholder (as in V1's)."""
+    rng = np.random.default_rng(0)
+    adata = AnnData(np.ones((20, 2), dtype=np.float32))
+    adata.obsm["spatial"] = rng.uniform(400, 1600, (20, 2))  # full-resolution pixels, 1 µm/px (55 px spots)
+    scalefactors = {"tissue_hires_scalef": 0.2, "tissue_lowres_scalef": 0.055, "spot_diameter_fullres": 55.0}
+    images = {"lowres": rng.integers(0, 255, (110, 110, 3), dtype=np.uint8)}
+    adata.uns["spatial"] = {"lib": {"images": images, "scalefactors": scalefactors}}
+    for hires, advice in (
+        (rng.integers(0, 255, (400, 400, 3), dtype=np.uint8), r"Image 'hires' is sharper \(5 µm/px\)"),
+        (np.zeros((400, 400, 3), dtype=np.uint8), r"Use a higher-resolution image.*\['hires'\] are mostly one flat"),
+        (np.zeros((400, 400, 3), dtype=np.uint16), r"Use a higher-resolution image[^']*$"),  # unreadable: not named
+    ):
+        images["hires"] = hires
+        with pytest.warns(UserWarning, match=r"'lowres' is 5.5x coarser \(18.2 µm/px\).*" + advice):
+            oc.pp.tiles(adata, image_key="lowres")

@@ -85,8 +85,8 @@ oc.tl.embed(sdata, modality="image", model=model, progress=False)
 # The image embedding ran, and the warning says why it is worthless here: the hires image it chose (the finer
 # one) is a placeholder, all its tiles one flat colour. The lowres image is real but coarse, and omiclip says by
 # how much: a 55 µm spot is 4 pixels wide there, against the ~17 pixels of the ~3.3 µm/px tiles OmiCLIP was trained
-# on. It also points at the sharper hires image, which, as the first warning said, holds nothing: this output has no
-# usable image at the model's resolution.
+# on. It names the sharper hires image only as a likely placeholder (its tiles are one flat colour), not as the way
+# out: this output has no usable image at the model's resolution.
 
 # %%
 oc.tl.embed(sdata, modality="image", model=model, image_key="V1_lowres_image", progress=False)

@@ -12,10 +12,11 @@ change here replaces one of them by the maximum-likelihood answer of the same mi
   coordinates have their own σ² and each PC its own, all estimated in the M-step (an axis-aligned Gaussian
   mixture), so no min–max scaling decides the PCs' weight.
 * **Outliers.** Spots of the target that the source lacks (a torn or missing fragment) are explained by CPD's
-  uniform component with weight ``w`` (official 0: every target spot pulls on the source). Its density is that of
-  a uniform distribution over the target cloud's robust box (central 90 % in every column, as the unit below), not
-  CPD's ``1/N``, which is not a density: with it the outliers' pull changed with the number of spots (and between
-  subsets and all points) and with the units of the columns.
+  uniform component with weight ``w`` (official 0: every target spot pulls on the source). The Gaussians' share,
+  ``(1 - w) Σ N(x; y_m, σ²) / M``, is a density that does not change with the number of spots; CPD's outlier term
+  ``w / N`` is not a density, so its pull weakened as spots were added (and differed between subsets and all
+  points) and changed with the units of the columns. Here it is a density, ``w / V``, with its support ``V``
+  estimated as the target cloud's robust box (central 90 % in every column, coordinates and PCs, as the unit below).
 * **Coarse to fine.** A rigid CPD first (rotation + translation), so that the non-rigid CPD, which starts from it,
   only has to model the bend and not a rotation that its smoothness prior shrinks.
 
@@ -87,10 +88,14 @@ def robust_extent(xy: np.ndarray) -> float:
 
 
 def robust_volume(points: np.ndarray) -> float:
-    """Volume of the box of the central 90 % of each column (a column with no spread counts as 1)."""
+    """Volume of the box of the central 90 % of each column.
+
+    A column whose central 90 % has no spread takes its full range; one with (numerically) none at all counts as 1,
+    so that the volume never underflows to 0.
+    """
     spans = robust_spans(points)
     spans = np.where(spans > 0, spans, np.ptp(points, axis=0))
-    return float(np.prod(np.where(spans > 0, spans, 1.0)))
+    return float(np.prod(np.where(spans > 1e-12 * spans.max(initial=0.0), spans, 1.0)))
 
 
 def point_clouds(

@@ -275,8 +275,8 @@ def _expectation(
     m, d = TY.shape
     n = X.shape[0]
     variances = np.broadcast_to(np.asarray(sigma2, dtype=np.float64), (d,))
-    per_outlier_density = n if outlier_volume is None else outlier_volume  # 1 / the outliers' density
-    c = np.prod(2 * np.pi * variances) ** 0.5 * w / (1 - w) * m / per_outlier_density if w > 0 else 0.0
+    support_volume = n if outlier_volume is None else outlier_volume  # the outliers' density is 1 / this
+    c = np.prod(2 * np.pi * variances) ** 0.5 * w / (1 - w) * m / support_volume if w > 0 else 0.0
     if variances.min() == variances.max():
         precision = torch.tensor(1.0 / variances[0], dtype=X.dtype, device=X.device)
     else:

@@ -172,18 +172,23 @@ def tiles(
     if isinstance(data, AnnData):
         if grid:
             raise ValueError("grid=True needs a SpatialData object (the grid is written as shapes and a table).")
-        geometry = visium_anndata_geometry(data, image_key, library_id)
+
+        def geometry_of(image: str | None) -> SpotGeometry:
+            return visium_anndata_geometry(data, image, library_id)
+
     elif is_spatialdata(data):
         unlinked = None if grid or table_key is not None else table_for_tiles(data, shapes_key)
-        if grid:
-            geometry = _grid_geometry(data, image_key, table_key, microns_per_unit)
-        elif unlinked is not None:
+        if unlinked is not None:
             table_key, new_table = unlinked
-            geometry = spatialdata_geometry(data, image_key, shapes_key, table_key, microns_per_unit, new_table)
-        else:
-            geometry = spatialdata_geometry(data, image_key, shapes_key, table_key, microns_per_unit)
+
+        def geometry_of(image: str | None) -> SpotGeometry:
+            if grid:
+                return _grid_geometry(data, image, table_key, microns_per_unit)
+            return spatialdata_geometry(data, image, shapes_key, table_key, microns_per_unit, new_table)
+
     else:
         raise TypeError(f"Expected SpatialData or AnnData, got {type(data).__name__}.")
+    geometry = geometry_of(image_key)
     levels, centers_px0, obs_names, key = geometry.levels, geometry.centers_px, geometry.obs_names, geometry.table_key
     if grid and tile_size_um is None:
         raise ValueError("grid=True needs `tile_size_um`.")
@@ -202,15 +207,14 @@ def tiles(
             raise ValueError("No tissue found for the grid: the image looks empty at its lowest resolution.")
         obs_names, key = _add_grid(data, geometry.image_key, centers_px0, tile_um, levels)
 
-    to_level = np.asarray(level.shape) / np.asarray(levels[0].shape)
-    windows = centred_windows(centers_px0 * to_level, window_px, out_px, level.shape)
+    windows = _windows_on(levels, level_index, centers_px0, window_px, out_px)
     if windows.outside.any():
         n = int(windows.outside.sum())
         raise ValueError(
             f"{n} of {len(windows)} tiles lie entirely outside the image: do the spots and the image share "
             "a coordinate system, with the right transformation?"
         )
-    _check_resolution(geometry, level, um_per_px)
+    _check_resolution(geometry, um_per_px, tile_um, geometry_of)
     _check_not_blank(windows, level, geometry)
     result = Tiles(
         windows=windows,
@@ -234,17 +238,26 @@ def tiles(
     return result
 
 
-def _check_resolution(geometry: SpotGeometry, level: Level, um_per_px: float | None) -> None:
-    """Warn when even the finest level is much coarser than the tiles the model needs (they are upsampled)."""
+def _check_resolution(geometry: SpotGeometry, um_per_px: float | None, tile_um: float, geometry_of) -> None:
+    """Warn when even the finest level is much coarser than the tiles the model needs (they are upsampled).
+
+    A sharper image of the same spots is recommended only when its tiles are not mostly blank (the Visium "hires"
+    PNG can be a placeholder); ``geometry_of(image_key)`` gives that image's geometry.
+    """
     if um_per_px is None or geometry.levels[0].um_per_px <= COARSE_FACTOR * um_per_px:
         return
     finest = geometry.levels[0].um_per_px
-    better = {key: um for key, um in geometry.other_images.items() if um < finest}
+    sharper = sorted((um, key) for key, um in geometry.other_images.items() if um < finest)
+    share = {key: _blank_share(geometry_of, key, tile_um, um_per_px) for _, key in sharper}
+    placeholders = [key for _, key in sharper if share[key] is not None and share[key] > 0.5]
+    usable = [(um, key) for um, key in sharper if share[key] is not None and share[key] <= 0.5]
     advice = (
-        f"Image {min(better, key=better.get)!r} is sharper ({min(better.values()):.3g} µm/px): pass it as `image_key=`."
-        if better
+        f"Image {usable[0][1]!r} is sharper ({usable[0][0]:.3g} µm/px): pass it as `image_key=`."
+        if usable
         else "Use a higher-resolution image of the section if there is one (e.g. the full-resolution H&E)."
     )
+    if placeholders:
+        advice += f" Sharper images {placeholders} are mostly one flat colour at the spots (placeholders?)."
     warnings.warn(
         f"Image {geometry.image_key!r} is {finest / um_per_px:.1f}x coarser ({finest:.3g} µm/px) than the "
         f"{um_per_px:g} µm/px tiles the model needs; tiles are upsampled. {advice}",
@@ -253,16 +266,40 @@ def _check_resolution(geometry: SpotGeometry, level: Level, um_per_px: float | N
     )
 
 
-def _check_not_blank(windows, level: Level, geometry: SpotGeometry) -> None:
-    """Warn when most tiles are one flat colour (a placeholder image or the wrong element), on a sample of them."""
+def _blank_tiles(windows: TileWindows, level: Level) -> tuple[int, int]:
+    """How many of a sample of up to ``BLANK_SAMPLE`` tiles (spread over all) are one flat colour, and of how many."""
     sample = sample_windows(windows, BLANK_SAMPLE)
     n_blank = sum(int(blank(batch).sum()) for _, batch in iter_tiles(sample, level.read, batch_size=BLANK_SAMPLE))
-    if n_blank <= len(sample) / 2:
+    return n_blank, len(sample)
+
+
+def _blank_share(geometry_of, image_key: str, tile_um: float, um_per_px: float) -> float | None:
+    """Share of a sample of another image's spot tiles that are one flat colour (``None``: the image is unusable)."""
+    try:
+        geometry = geometry_of(image_key)
+    except (KeyError, ValueError):  # not an image the spots' tiles could be read from
+        return None
+    level_index, window_px, out_px = _choose_level(geometry.levels, tile_um, um_per_px)
+    windows = _windows_on(geometry.levels, level_index, geometry.centers_px, window_px, out_px)
+    n_blank, n = _blank_tiles(windows, geometry.levels[level_index])
+    return n_blank / n if n else None
+
+
+def _windows_on(levels: list[Level], index: int, centers_px0: np.ndarray, window_px: int, out_px: int):
+    """Windows around centres given in the finest level's pixels, cut from level ``index``."""
+    shape = levels[index].shape
+    return centred_windows(centers_px0 * (np.asarray(shape) / np.asarray(levels[0].shape)), window_px, out_px, shape)
+
+
+def _check_not_blank(windows, level: Level, geometry: SpotGeometry) -> None:
+    """Warn when most tiles are one flat colour (a placeholder image or the wrong element), on a sample of them."""
+    n_blank, n_sampled = _blank_tiles(windows, level)
+    if n_blank <= n_sampled / 2:
         return
     others = list(geometry.other_images)
     advice = f"Other images covering the spots: {others} (pass `image_key=`)." if others else ""
     warnings.warn(
-        f"{n_blank} of {len(sample)} tiles checked (spread over all {len(windows)}) in image {geometry.image_key!r} "
+        f"{n_blank} of {n_sampled} tiles checked (spread over all {len(windows)}) in image {geometry.image_key!r} "
         f"are one flat colour: a placeholder image, a fully transparent one or the wrong element? {advice}",
         UserWarning,
         stacklevel=3,

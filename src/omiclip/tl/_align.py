@@ -113,8 +113,9 @@ def align(
         in ``benchmarks/align_flavors.py``): both sections in the target's units with one robust length unit
         (``scaling`` is not used; the sections must be in the same units, or both tables must have
         ``uns["microns_per_unit"]``), a σ² of its own for the coordinates and for each PC, an outlier weight ``w``
-        (default 0.1) on a uniform density over the target's robust extent (CPD's is ``1/N``), and a rigid CPD
-        before the non-rigid one. Same solver options, outputs and keys.
+        (default 0.1) on a uniform density ``w / V``, ``V`` the robust box of the target's coordinates and PCs
+        (CPD's ``w / N`` is not a density), and a rigid CPD before the non-rigid one. Same solver options, outputs
+        and keys.
     n_pcs
         Embedding principal components added to the coordinates (official: 2).
     scaling
