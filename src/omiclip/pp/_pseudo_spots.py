@@ -20,7 +20,7 @@ from omiclip._anndata import (
 from omiclip._core.pseudo_spots import assign, hex_centres, membership
 from omiclip._keys import MICRONS_PER_UNIT_KEY, PSEUDO_SPOTS_KEY, SPATIAL_KEY, record, table_of_shapes
 from omiclip._validate import check_int, check_memory, check_number
-from omiclip.pp._spot_geometry import recorded_positive, table_scale
+from omiclip.pp._spot_geometry import stored_microns_per_unit, table_scale
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -91,9 +91,7 @@ def pseudo_spots(
     table = get_table(data, table_key)
     check_not_empty(table)
     xy = get_coordinates(table, spatial_key)
-    um = microns_per_unit if microns_per_unit is not None else table.uns.get(MICRONS_PER_UNIT_KEY)
-    if microns_per_unit is None and um is not None:
-        um = recorded_positive(um, f"`.uns[{MICRONS_PER_UNIT_KEY!r}]`")
+    um = microns_per_unit if microns_per_unit is not None else stored_microns_per_unit(table)
     if um is None:
         um, source = table_scale(data, table, table_key)
         if um is not None:

@@ -107,6 +107,18 @@ def recorded_positive(value, where: str, fix: str = "correct it, or pass `micron
         raise ValueError(f"{where} is {value!r}, not a finite number > 0: {fix}.") from None
 
 
+def stored_microns_per_unit(table: AnnData, name: str = "", fix: str | None = None) -> float | None:
+    """``table.uns["microns_per_unit"]`` checked with :func:`recorded_positive`, or ``None`` when none is stored.
+
+    ``name`` says whose ``.uns`` in errors (a table key, "source", …); ``fix`` replaces the default way out.
+    """
+    value = table.uns.get(MICRONS_PER_UNIT_KEY)
+    if value is None:
+        return None
+    where = f"`{name}.uns[{MICRONS_PER_UNIT_KEY!r}]`"
+    return recorded_positive(value, where) if fix is None else recorded_positive(value, where, fix)
+
+
 def only(mapping, what: str) -> str:
     """The single key of ``mapping``, or an error listing them."""
     if len(mapping) != 1:
@@ -184,9 +196,7 @@ def spatialdata_geometry(
     circles = "radius" in spots.columns
     size = recorded_positive(size, spot_size_name(shapes_key, circles), fix=SPOT_SIZE_FIX)
     if microns_per_unit is None:  # not `or`: an explicit 0 must be an error, not replaced by the stored value
-        microns_per_unit = table.uns.get(MICRONS_PER_UNIT_KEY)
-        if microns_per_unit is not None:
-            microns_per_unit = recorded_positive(microns_per_unit, f"`{table_key}.uns[{MICRONS_PER_UNIT_KEY!r}]`")
+        microns_per_unit = stored_microns_per_unit(table, table_key)
     if microns_per_unit is None:
         microns_per_unit, source = recorded_scale(sdata, table, table_key, shapes_key, size, circles)
         if microns_per_unit is not None:

@@ -15,7 +15,7 @@ from omiclip._core import align_omiclip
 from omiclip._core.cpd import CPDOptions, apply_affine
 from omiclip._core.registration import Alignment, Scaling, align_points, chain
 from omiclip._docs import doc_params
-from omiclip._keys import ALIGNED_KEY, MICRONS_PER_UNIT_KEY, SPATIAL_KEY, claim, nonrigid_key, record, stack_key
+from omiclip._keys import ALIGNED_KEY, SPATIAL_KEY, claim, nonrigid_key, record, stack_key
 from omiclip._validate import check_choice, check_int, check_number, check_optional_int
 from omiclip.tl._model import resolve_device
 
@@ -476,16 +476,15 @@ def _coordinates(table: AnnData, spatial_key: str, which: str) -> np.ndarray:
 
 def _unit_ratio(source: tuple, target: tuple) -> float:
     """Source units → target units when both scales are known; a warning when only one is."""
-    from omiclip.pp._spot_geometry import recorded_positive, table_scale
+    from omiclip.pp._spot_geometry import stored_microns_per_unit, table_scale
 
     scales = []
     sides = ((source, "microns_per_unit", "source"), (target, "target_microns_per_unit", "target"))
     for (data, table, table_key, given), name, side in sides:
         if given is not None:
             check_number(name, given, min=0, min_inclusive=False)
-        um = given if given is not None else table.uns.get(MICRONS_PER_UNIT_KEY)
-        if given is None and um is not None:  # a stored scale of 0, < 0 or NaN would divide, mirror or break the CPD
-            um = recorded_positive(um, f"`{side}.uns[{MICRONS_PER_UNIT_KEY!r}]`", fix=f"correct it, or pass `{name}=`")
+        # a stored scale of 0, < 0 or NaN would divide, mirror or break the CPD
+        um = given if given is not None else stored_microns_per_unit(table, side, f"correct it, or pass `{name}=`")
         scales.append(um if um is not None else table_scale(data, table, table_key)[0])
     source_um, target_um = scales
     if (source_um is None) != (target_um is None):
